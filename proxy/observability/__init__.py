@@ -1,0 +1,1 @@
+"""Metrics, the health/readiness HTTP endpoint, structured logs."""
