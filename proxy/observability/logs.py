@@ -1,0 +1,64 @@
+"""Structured logs: one JSON object per line for machines, or readable text for a terminal.
+
+Callers pass the fields of an event in `extra` (event, reason, message_id, ...);
+the formatter emits those and nothing else of the record, so a log line can only
+carry what a caller chose to put in it: never a body, never a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from proxy.settings import LoggingSettings
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(_fields(record))
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} "
+        line += f"{record.levelname.lower():7} {record.getMessage()} {fields}".rstrip()
+        if record.exc_info and record.exc_info[0] is not None:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(settings: LoggingSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    use_json = settings.format == "json" or (
+        settings.format == "auto" and not sys.stderr.isatty()
+    )
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+    # aiosmtpd logs every command line at INFO, addresses included; ours say it once.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
+    for noisy in ("botocore", "aiobotocore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

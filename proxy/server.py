@@ -1,0 +1,169 @@
+"""The wiring: build every box from the settings, run them, drain on SIGTERM.
+
+    app ──SMTP──▶ smtp/session.py ──▶ smtp/handler.py ──▶ policy.py, message.py
+                                              │
+                                              ▼
+                                  delivery/ (ses.py | outbox.py) ──▶ SES
+    observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
+
+Nothing registers itself: each box is built here, from its part of the settings,
+and handed what it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import disable_created_metrics
+
+from proxy import policy
+from proxy.delivery import Delivery
+from proxy.delivery.outbox import OutboxDelivery
+from proxy.delivery.ses import SesDelivery
+from proxy.observability import logs
+from proxy.observability.http import HealthServer
+from proxy.observability.metrics import Metrics
+from proxy.settings import ConfigError, Settings
+from proxy.smtp.handler import RelayHandler
+from proxy.smtp.session import Listeners, RelaySession
+
+log = logging.getLogger("proxy.server")
+
+_DRAIN_POLL_SECONDS = 0.05
+
+
+def build_rules(settings: Settings) -> policy.Rules:
+    return policy.Rules(
+        allowed_senders=settings.policy.allowed_senders,
+        allowed_recipients=settings.policy.allowed_recipients,
+        max_recipients=settings.policy.max_recipients,
+        max_message_bytes=settings.policy.max_message_bytes,
+    )
+
+
+def build_delivery(settings: Settings, metrics: Metrics) -> Delivery:
+    if settings.delivery.backend == "outbox":
+        return OutboxDelivery(settings.delivery.outbox_dir)
+    return SesDelivery(settings.ses, metrics, session_policy=None)
+
+
+@contextmanager
+def _naming_the_key(key: str, host: str, port: int) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{key}: {host}:{port} is already in use") from None
+        raise ConfigError(f"{key}: cannot listen on {host}:{port} ({error.strerror})") from None
+
+
+async def serve(settings: Settings) -> int:
+    logs.configure(settings.logging)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    metrics = Metrics()
+    delivery = build_delivery(settings, metrics)
+    handler = RelayHandler(build_rules(settings), delivery, metrics)
+    listeners = Listeners(settings.smtp, metrics)
+    tls_context = settings.smtp.tls_context()
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
+
+    def ready() -> bool:
+        return bool(servers) and all(s.is_serving() for s in servers) and delivery.ready()
+
+    health = HealthServer(metrics, ready)
+    await delivery.start()
+    try:
+        smtp = settings.smtp
+        with _naming_the_key("metrics.port", settings.metrics.host, settings.metrics.port):
+            await health.start(settings.metrics.host, settings.metrics.port)
+        with _naming_the_key("smtp.port", smtp.host, smtp.port):
+            servers.append(
+                await loop.create_server(
+                    lambda: RelaySession(handler, listeners, tls_context, implicit_tls=False),
+                    smtp.host,
+                    smtp.port,
+                )
+            )
+        if smtp.tls_port is not None:
+            with _naming_the_key("smtp.tls_port", smtp.host, smtp.tls_port):
+                servers.append(
+                    await loop.create_server(
+                        lambda: RelaySession(handler, listeners, tls_context, implicit_tls=True),
+                        smtp.host,
+                        smtp.tls_port,
+                        ssl=tls_context,
+                    )
+                )
+        log.info(
+            "listening",
+            extra={
+                "event": "listening",
+                "smtp": [_address(s) for s in servers],
+                "metrics": f"{settings.metrics.host}:{settings.metrics.port}",
+                "backend": settings.delivery.backend,
+            },
+        )
+        await _until_signalled()
+        await _drain(servers, listeners, handler, settings.smtp.shutdown_grace_seconds)
+    finally:
+        for server in servers:
+            server.close()
+        await health.close()
+        await delivery.close()
+    log.info("stopped", extra={"event": "stopped"})
+    return 0
+
+
+def _address(server: asyncio.Server) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"{host}:{port}"
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+
+
+async def _drain(
+    servers: list[asyncio.Server], listeners: Listeners, handler: RelayHandler, grace: float
+) -> None:
+    """Stop accepting; let transactions in flight end within `grace` seconds; close the rest.
+
+    A session between transactions is told 421 at once. A session inside one keeps
+    going until its reply is sent. Whatever is still open at the deadline is cut:
+    its client has no 250, so it still holds the mail and will retry.
+    """
+    listeners.shutting_down = True
+    for server in servers:
+        server.close()
+    deadline = time.monotonic() + grace
+    log.info(
+        "draining",
+        extra={"event": "draining", "sessions": len(listeners.sessions), "grace_seconds": grace},
+    )
+    while time.monotonic() < deadline:
+        for session in list(listeners.sessions):
+            if session.close_if_idle():
+                listeners.sessions.discard(session)
+        if not listeners.sessions and not handler.in_flight:
+            return
+        await asyncio.sleep(_DRAIN_POLL_SECONDS)
+    cut = len(listeners.sessions) + len(handler.in_flight)
+    log.warning("grace period over", extra={"event": "drain_timeout", "cut": cut})
+    for session in list(listeners.sessions):
+        session.abort()
+    for task in list(handler.in_flight):
+        task.cancel()
+    await asyncio.gather(*handler.in_flight, return_exceptions=True)

@@ -1,0 +1,183 @@
+"""Translation between SMTP and the boxes behind it: policy, hygiene, delivery.
+
+The handler decides nothing itself. It asks `policy` for a decision, `message` for
+the header scan and the cleaned bytes, the delivery box for a message id, and
+answers with the reply the table in `replies.py` gives for the outcome. It also
+counts and logs every decision, one line each, never with a body or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from proxy import message, policy
+from proxy.delivery import Delivery, DeliveryError, Envelope, PermanentDeliveryError
+from proxy.observability.metrics import Metrics
+from proxy.smtp import replies
+from proxy.smtp.replies import Reply
+
+if TYPE_CHECKING:
+    from proxy.smtp.session import RelaySession
+
+log = logging.getLogger("proxy.smtp")
+
+
+@dataclass(frozen=True)
+class ReceivedData:
+    """What DATA produced: the unstuffed bytes, or why they were discarded while reading."""
+
+    raw: bytes
+    size: int
+    too_big: bool = False
+    line_too_long: bool = False
+
+
+class RelayHandler:
+    def __init__(self, rules: policy.Rules, delivery: Delivery, metrics: Metrics) -> None:
+        self.rules = rules
+        self._delivery = delivery
+        self._metrics = metrics
+        # Sends run as tasks of their own so that a client hanging up mid-send cannot
+        # cancel a request SES may already be processing; shutdown waits for them.
+        self.in_flight: set[asyncio.Task[Reply]] = set()
+
+    async def handle_MAIL(
+        self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if server.shutting_down:
+            return replies.SHUTTING_DOWN.text
+        if server.require_tls and not server.encrypted:
+            return self._reject(server, replies.TLS_REQUIRED, "MAIL before TLS", "mail").text
+        decision = policy.check_declared_size(self.rules, _declared_size(options))
+        if isinstance(decision, policy.Accepted):
+            decision = policy.check_sender(self.rules, address)
+        if isinstance(decision, policy.Rejected):
+            return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "mail").text
+        envelope.mail_from = decision.address
+        envelope.mail_options.extend(options)
+        return replies.SENDER_OK.text
+
+    async def handle_RCPT(
+        self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        decision = policy.check_recipient(self.rules, address, len(envelope.rcpt_tos))
+        if isinstance(decision, policy.Rejected):
+            return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "rcpt").text
+        if decision.address not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(decision.address)
+        return replies.RECIPIENT_OK.text
+
+    async def handle_EHLO(
+        self, server: RelaySession, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return server.ehlo_lines()
+
+    def log_refusal(self, server: RelaySession, reply: Reply) -> None:
+        log.info(
+            "refused",
+            extra={"event": "refused", "reason": reply.reason, "reply": reply.code, **server.log_context()},
+        )
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error(
+            "internal error in an SMTP session",
+            exc_info=error,
+            extra={"event": "internal_error"},
+        )
+        self._metrics.messages_deferred.labels("internal").inc()
+        return replies.INTERNAL_ERROR.text
+
+    def start_transaction(
+        self, server: RelaySession, mail_from: str, recipients: list[str], data: ReceivedData
+    ) -> asyncio.Task[Reply]:
+        task = asyncio.get_running_loop().create_task(
+            self._transaction(server, mail_from, tuple(recipients), data)
+        )
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        return task
+
+    async def _transaction(
+        self, server: RelaySession, mail_from: str, recipients: tuple[str, ...], data: ReceivedData
+    ) -> Reply:
+        self._metrics.messages_received.inc()
+        self._metrics.message_size.observe(data.size)
+        if data.too_big:
+            verdict = replies.VERDICTS[policy.Verdict.SIZE_EXCEEDED]
+            return self._reject(server, verdict, f"DATA exceeded {self.rules.max_message_bytes} octets", "data")
+        if data.line_too_long:
+            verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
+            return self._reject(server, verdict, "a line is over 998 octets", "data")
+        try:
+            headers = message.scan(data.raw)
+        except message.MalformedMessage as error:
+            return self._reject(server, replies.VERDICTS[policy.Verdict.MALFORMED], str(error), "data")
+        decision = policy.check_message(self.rules, headers, data.size)
+        if isinstance(decision, policy.Rejected):
+            return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "data")
+        cleaned = message.strip_private_headers(data.raw)
+        envelope = Envelope(mail_from=mail_from, recipients=recipients)
+        try:
+            message_id = await self._delivery.send(envelope, cleaned)
+        except DeliveryError as error:
+            return self._delivery_failed(server, error, envelope, len(cleaned))
+        self._metrics.messages_sent.inc()
+        log.info(
+            "sent",
+            extra={
+                "event": "sent",
+                "message_id": message_id,
+                "size": len(cleaned),
+                "recipients": len(recipients),
+                **server.log_context(),
+            },
+        )
+        return replies.sent(message_id)
+
+    def _delivery_failed(
+        self, server: RelaySession, error: DeliveryError, envelope: Envelope, size: int
+    ) -> Reply:
+        permanent = isinstance(error, PermanentDeliveryError)
+        counter = self._metrics.messages_failed if permanent else self._metrics.messages_deferred
+        counter.labels(error.reason).inc()
+        log.warning(
+            "failed" if permanent else "deferred",
+            extra={
+                "event": "failed" if permanent else "deferred",
+                "reason": error.reason,
+                "detail": error.detail,
+                "size": size,
+                "recipients": len(envelope.recipients),
+                **server.log_context(),
+            },
+        )
+        return Reply(error.reply, error.reason)
+
+    def _reject(self, server: RelaySession, reply: Reply, detail: str, stage: str) -> Reply:
+        if reply.reason is not None:
+            self._metrics.messages_rejected.labels(reply.reason).inc()
+        log.info(
+            "rejected",
+            extra={
+                "event": "rejected",
+                "reason": reply.reason,
+                "stage": stage,
+                "reply": reply.code,
+                "detail": detail,
+                **server.log_context(),
+            },
+        )
+        return reply
+
+
+def _declared_size(options: list[str]) -> int | None:
+    """The SIZE= value of MAIL's parameters (aiosmtpd has checked it is digits), or None."""
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None

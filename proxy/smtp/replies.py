@@ -1,0 +1,51 @@
+"""Every reply the relay gives, as data: one situation, one code, one meaning.
+
+The handler never writes a reply string of its own; it looks the situation up here.
+`reason` is the metric label the situation counts under (a closed set, see
+observability/metrics.py). Texts never carry exception text or message content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.policy import Verdict
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    reason: str | None = None
+
+    @property
+    def code(self) -> int:
+        return int(self.text[:3])
+
+
+NETWORK_DENIED = Reply("554 5.7.1 Your address is not allowed to use this relay", "network")
+TOO_MANY_CONNECTIONS = Reply("421 4.7.0 Too many connections, try again later")
+SHUTTING_DOWN = Reply("421 4.3.2 Service shutting down, try again later")
+TLS_REQUIRED = Reply("530 5.7.0 Must issue a STARTTLS command first", "tls")
+AUTH_NOT_OFFERED = Reply("502 5.5.1 AUTH not offered: this relay admits clients by network", "auth")
+NEED_RCPT = Reply("503 5.5.1 Error: need RCPT command")
+INTERNAL_ERROR = Reply("451 4.3.0 Internal error, nothing was sent; try again later", "internal")
+
+SENDER_OK = Reply("250 2.1.0 Sender OK")
+RECIPIENT_OK = Reply("250 2.1.5 Recipient OK")
+START_DATA = Reply("354 End data with <CR><LF>.<CR><LF>")
+
+
+def sent(message_id: str) -> Reply:
+    return Reply(f"250 2.0.0 Ok {message_id}")
+
+
+VERDICTS: dict[Verdict, Reply] = {
+    Verdict.SENDER_DENIED: Reply("550 5.7.1 Sender address not allowed", "sender"),
+    Verdict.SIZE_EXCEEDED: Reply("552 5.3.4 Message size exceeds the limit", "size"),
+    Verdict.RECIPIENT_DENIED: Reply("550 5.7.1 Recipient address not allowed", "recipient"),
+    Verdict.TOO_MANY_RECIPIENTS: Reply("452 4.5.3 Too many recipients", "recipient"),
+    Verdict.HEADER_SENDER_DENIED: Reply(
+        "550 5.7.1 From: or Sender: header address not allowed", "sender"
+    ),
+    Verdict.MALFORMED: Reply("550 5.6.0 Malformed message", "malformed"),
+}

@@ -1,0 +1,240 @@
+"""One SMTP connection: aiosmtpd's protocol, with what aiosmtpd leaves to us.
+
+DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
+- clients are admitted by network and counted before the banner;
+- EHLO lists exactly SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS;
+- DATA is read by our own loop: a line with no CRLF is discarded as it arrives
+  instead of buffered whole, memory stays bounded by the size limit, and the bytes
+  go to the message scan that rejects bare CR and LF;
+- a send runs in its own task, so a client that hangs up (EOF, reset, idle timeout)
+  cancels only its wait for the reply, never a request SES may be processing;
+- AUTH is not offered (clients are admitted by network), also under implicit TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, syntax
+
+from proxy.observability.metrics import Metrics
+from proxy.settings import IPNetwork, SmtpSettings
+from proxy.smtp import replies
+from proxy.smtp.handler import ReceivedData, RelayHandler
+
+# RFC 5321 4.5.3.1.6: 998 octets plus CRLF, plus one for a dot added by stuffing.
+_MAX_LINE = 1001
+_TIMEOUT_RESET_EVERY = 64 * 1024
+_session_ids = itertools.count(1)
+
+
+class Listeners:
+    """What every session of every listener shares: admission rules and the open sessions."""
+
+    def __init__(self, settings: SmtpSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.sessions: set[RelaySession] = set()
+        self.shutting_down = False
+
+    def admits(self, peer: Any) -> bool:
+        return _peer_in(peer, self.settings.allowed_networks)
+
+
+def _peer_in(peer: Any, networks: tuple[IPNetwork, ...]) -> bool:
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(str(peer[0]).partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class RelaySession(SMTP):
+    line_length_limit = _MAX_LINE
+
+    def __init__(
+        self,
+        handler: RelayHandler,
+        listeners: Listeners,
+        tls_context: ssl.SSLContext | None,
+        implicit_tls: bool,
+    ) -> None:
+        settings = listeners.settings
+        super().__init__(
+            handler,
+            # Size is ours to check and advertise: aiosmtpd's own replies lack the
+            # enhanced status code and its reader buffers overlong lines.
+            data_size_limit=None,
+            enable_SMTPUTF8=False,
+            decode_data=False,
+            hostname=settings.hostname,
+            ident="ESMTP",
+            tls_context=None if implicit_tls else tls_context,
+            require_starttls=False,
+            timeout=settings.timeout_seconds,
+            auth_required=False,
+            auth_require_tls=True,
+            loop=asyncio.get_running_loop(),
+        )
+        self.relay = handler
+        self.listeners = listeners
+        self.require_tls = settings.require_tls
+        self.session_id = f"s{next(_session_ids)}"
+        self.busy = False
+        self._counted = False
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.listeners.shutting_down
+
+    @property
+    def encrypted(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+
+    def peer_host(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+    def log_context(self) -> dict[str, Any]:
+        return {"session": self.session_id, "client": self.peer_host(), "tls": self.encrypted}
+
+    def ehlo_lines(self) -> list[str]:
+        keywords = [
+            f"SIZE {self.relay.rules.max_message_bytes}",
+            "8BITMIME",
+            "PIPELINING",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self.tls_context is not None and not self.encrypted:
+            keywords.append("STARTTLS")
+        lines = [f"250-{self.hostname}"]
+        lines += [f"250-{word}" for word in keywords[:-1]]
+        lines.append(f"250 {keywords[-1]}")
+        return lines
+
+    async def _handle_client(self) -> None:
+        # Overrides aiosmtpd's session loop to admit the client before the banner.
+        listeners = self.listeners
+        assert self.session is not None and self.transport is not None
+        refusal = None
+        if not listeners.admits(self.session.peer):
+            refusal = replies.NETWORK_DENIED
+            listeners.metrics.messages_rejected.labels("network").inc()
+        elif listeners.shutting_down:
+            refusal = replies.SHUTTING_DOWN
+        elif len(listeners.sessions) >= listeners.settings.max_connections:
+            refusal = replies.TOO_MANY_CONNECTIONS
+        if refusal is not None:
+            self.relay.log_refusal(self, refusal)
+            await self.push(refusal.text)
+            self.transport.close()
+            return
+        listeners.sessions.add(self)
+        listeners.metrics.smtp_sessions_active.inc()
+        self._counted = True
+        await super()._handle_client()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.listeners.sessions.discard(self)
+            self.listeners.metrics.smtp_sessions_active.dec()
+        super().connection_lost(error)
+
+    def close_if_idle(self) -> bool:
+        """Say goodbye to a session between transactions; True if it was closed."""
+        if self.busy or (self.envelope is not None and self.envelope.mail_from):
+            return False
+        if self.transport is not None:
+            self._writer.write(replies.SHUTTING_DOWN.text.encode("ascii") + b"\r\n")
+            self.transport.close()
+        return True
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        self.listeners.metrics.messages_rejected.labels("auth").inc()
+        await self.push(replies.AUTH_NOT_OFFERED.text)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        assert envelope is not None and envelope.mail_from is not None
+        if not envelope.rcpt_tos:
+            await self.push(replies.NEED_RCPT.text)
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        self.busy = True
+        try:
+            await self.push(replies.START_DATA.text)
+            data = await self._read_data()
+            transaction = self.relay.start_transaction(
+                self, envelope.mail_from, list(envelope.rcpt_tos), data
+            )
+            # The idle timeout must not cut a session that waits for SES: the
+            # client would retry a message that may have been sent.
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            reply = await asyncio.shield(transaction)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self._reset_timeout()
+            await self.push(reply.text)
+        finally:
+            self.busy = False
+
+    async def _read_data(self) -> ReceivedData:
+        limit = self.relay.rules.max_message_bytes
+        lines: list[bytes] = []
+        size = 0
+        too_big = False
+        line_too_long = False
+        inside_long_line = False
+        since_reset = 0
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as overrun:
+                # No CRLF within the line limit: the message is malformed whatever
+                # follows, so drop what we have and keep draining to the end.
+                chunk = await self._reader.read(overrun.consumed)
+                size += len(chunk)
+                since_reset += len(chunk)
+                line_too_long = inside_long_line = True
+                lines.clear()
+                continue
+            if inside_long_line:
+                inside_long_line = False
+                size += len(line)
+                continue
+            if line == b".\r\n":
+                break
+            if line.startswith(b"."):
+                line = line[1:]
+            size += len(line)
+            since_reset += len(line)
+            if since_reset >= _TIMEOUT_RESET_EVERY:
+                since_reset = 0
+                self._reset_timeout()
+            if too_big or line_too_long:
+                continue
+            if size > limit:
+                too_big = True
+                lines.clear()
+                continue
+            lines.append(line)
+        return ReceivedData(b"".join(lines), size, too_big=too_big, line_too_long=line_too_long)
