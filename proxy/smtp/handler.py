@@ -76,6 +76,20 @@ class RelayHandler:
         session.host_name = hostname
         return server.ehlo_lines()
 
+    async def handle_RSET(self, server: RelaySession, session: Any, envelope: Any) -> str:
+        return replies.RESET_OK.text
+
+    async def handle_NOOP(self, server: RelaySession, session: Any, envelope: Any, arg: str) -> str:
+        return replies.NOOP_OK.text
+
+    async def handle_VRFY(
+        self, server: RelaySession, session: Any, envelope: Any, address: str
+    ) -> str:
+        return replies.VRFY_NOT_OFFERED.text
+
+    async def handle_QUIT(self, server: RelaySession, session: Any, envelope: Any) -> str:
+        return replies.GOODBYE.text
+
     def log_refusal(self, server: RelaySession, reply: Reply) -> None:
         log.info(
             "refused",

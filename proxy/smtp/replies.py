@@ -30,6 +30,10 @@ AUTH_NOT_OFFERED = Reply("502 5.5.1 AUTH not offered: this relay admits clients 
 NEED_RCPT = Reply("503 5.5.1 Error: need RCPT command")
 INTERNAL_ERROR = Reply("451 4.3.0 Internal error, nothing was sent; try again later", "internal")
 
+RESET_OK = Reply("250 2.0.0 Reset OK")
+NOOP_OK = Reply("250 2.0.0 OK")
+VRFY_NOT_OFFERED = Reply("252 2.1.5 Cannot verify the user, but will try delivery")
+GOODBYE = Reply("221 2.0.0 Bye")
 SENDER_OK = Reply("250 2.1.0 Sender OK")
 RECIPIENT_OK = Reply("250 2.1.5 Recipient OK")
 START_DATA = Reply("354 End data with <CR><LF>.<CR><LF>")

@@ -1,0 +1,155 @@
+"""Run the real `ses-proxy serve` as a child process, the way an operator would.
+
+Tests talk to it over real sockets only: SMTP on its listener, HTTP on /metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass
+class RunningProxy:
+    process: subprocess.Popen[bytes]
+    config: dict[str, Any]
+    log_path: Path
+    exit_code: int | None = field(default=None)
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.config["smtp"]["port"])
+
+    @property
+    def tls_port(self) -> int:
+        return int(self.config["smtp"]["tls_port"])
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['metrics']['port']}"
+
+    def logs(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                entries.append(json.loads(line))
+        return entries
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs() if entry.get("event") == name]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.metrics_url + path, timeout=5) as response:  # noqa: S310
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The current value of one sample on /metrics (0 when absent)."""
+        wanted = name
+        if labels:
+            inner = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+            wanted = f"{name}{{{inner}}}"
+        _, body = self.http_get("/metrics")
+        for line in body.splitlines():
+            if line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            if _normalise(sample) == wanted:
+                return float(value)
+        return 0.0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.exit_code is None:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+            self.exit_code = self.process.wait(timeout=timeout)
+        return self.exit_code
+
+
+def _normalise(sample: str) -> str:
+    """Sort a sample's labels so that lookups do not depend on exposition order."""
+    if "{" not in sample:
+        return sample
+    name, _, rest = sample.partition("{")
+    labels = sorted(part for part in rest.rstrip("}").split(",") if part)
+    return f"{name}{{{','.join(labels)}}}"
+
+
+def start_proxy(
+    workdir: Path,
+    config: dict[str, Any],
+    env: Mapping[str, str] | None = None,
+    wait_ready: bool = True,
+) -> RunningProxy:
+    config_path = workdir / "ses-proxy.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = workdir / "proxy.log"
+    process_env = dict(os.environ if env is None else env)
+    process_env["PYTHONPATH"] = str(REPO)
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "-c", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=process_env,
+            cwd=workdir,
+        )
+    proxy = RunningProxy(process=process, config=config, log_path=log_path)
+    if wait_ready:
+        _wait_ready(proxy)
+    return proxy
+
+
+def _wait_ready(proxy: RunningProxy, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proxy.process.poll() is not None:
+            raise RuntimeError(
+                f"proxy exited with {proxy.process.returncode}:\n{proxy.log_text()}"
+            )
+        with contextlib.suppress(OSError):
+            status, _ = proxy.http_get("/readyz")
+            if status == 200:
+                return
+        time.sleep(0.05)
+    proxy.stop(signal.SIGKILL)
+    raise RuntimeError(f"proxy not ready within {timeout}s:\n{proxy.log_text()}")
