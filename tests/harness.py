@@ -97,6 +97,11 @@ class RunningProxy:
                 return float(value)
         return 0.0
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """The exit code of a process expected to end by itself."""
+        self.exit_code = self.process.wait(timeout=timeout)
+        return self.exit_code
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.exit_code is None:
             if self.process.poll() is None:

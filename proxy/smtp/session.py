@@ -201,7 +201,6 @@ class RelaySession(SMTP):
         limit = self.relay.rules.max_message_bytes
         lines: list[bytes] = []
         size = 0
-        too_big = False
         line_too_long = False
         inside_long_line = False
         since_reset = 0
@@ -210,31 +209,25 @@ class RelaySession(SMTP):
                 line = await self._reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as overrun:
                 # No CRLF within the line limit: the message is malformed whatever
-                # follows, so drop what we have and keep draining to the end.
-                chunk = await self._reader.read(overrun.consumed)
-                size += len(chunk)
-                since_reset += len(chunk)
+                # follows, so keep nothing and drain the line as it arrives.
+                line = await self._reader.read(overrun.consumed)
                 line_too_long = inside_long_line = True
-                lines.clear()
-                continue
-            if inside_long_line:
-                inside_long_line = False
-                size += len(line)
-                continue
-            if line == b".\r\n":
-                break
-            if line.startswith(b"."):
-                line = line[1:]
+            else:
+                if inside_long_line:
+                    inside_long_line = False
+                elif line == b".\r\n":
+                    break
+                elif line.startswith(b"."):
+                    line = line[1:]
             size += len(line)
             since_reset += len(line)
             if since_reset >= _TIMEOUT_RESET_EVERY:
                 since_reset = 0
                 self._reset_timeout()
-            if too_big or line_too_long:
-                continue
-            if size > limit:
-                too_big = True
+            if size > limit or line_too_long:
                 lines.clear()
-                continue
-            lines.append(line)
-        return ReceivedData(b"".join(lines), size, too_big=too_big, line_too_long=line_too_long)
+            else:
+                lines.append(line)
+        return ReceivedData(
+            b"".join(lines), size, too_big=size > limit, line_too_long=line_too_long
+        )

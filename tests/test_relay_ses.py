@@ -1,0 +1,300 @@
+"""End to end: SMTP client → real proxy process → aiobotocore → fake SES over HTTP.
+
+Credentials come from the fake container-credentials endpoint; the fake SES
+verifies every SigV4 signature against the credential it issued.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from tests.conftest import StartProxy
+from tests.fakes.aws import FakeAWS
+from tests.fakes.credentials import FakeContainerCredentials
+
+
+def raw_message(
+    sender: str = "Example <noreply@example.com>", extra_headers: str = "", body: str = "hello"
+) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: friend@example.net\r\nSubject: test\r\n{extra_headers}"
+        f"Message-ID: <m1@example.com>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def send(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> tuple[int, str]:
+    """One transaction with smtplib; the reply to the end of DATA."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.test")
+        code, _ = client.mail(mail_from)
+        assert code == 250
+        for rcpt in rcpts:
+            client.rcpt(rcpt)
+        code, text = client.data(raw)
+        return code, text.decode()
+
+
+def test_a_message_reaches_ses_exactly_as_the_contract_says(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS, container_credentials: FakeContainerCredentials
+) -> None:
+    fake_aws.configuration_sets["tls-required"] = "Require"
+    proxy = start_ses_proxy({"ses": {"configuration_set": "tls-required"}})
+    raw = raw_message(
+        extra_headers=(
+            "Bcc: hidden@example.net,\r\n other@example.net\r\n"
+            "X-SES-CONFIGURATION-SET: attacker-set\r\n"
+            "x-ses-source-arn: arn:aws:ses:eu-west-3:999999999999:identity/evil.test\r\n"
+            "X-Mailer: app 1.0\r\n"
+        )
+    )
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        assert client.mail("NoReply@EXAMPLE.com")[0] == 250
+        assert client.rcpt("Friend@Example.NET")[0] == 250
+        assert client.rcpt("someone@example.org")[0] == 250
+        code, text = client.data(raw)
+    assert code == 250
+    [sent] = fake_aws.sent
+    assert text.decode() == f"2.0.0 Ok {sent.message_id}"
+    assert sent.source == "noreply@example.com"
+    assert sent.destinations == ["friend@example.net", "someone@example.org"]
+    assert sent.configuration_set == "tls-required"
+    expected = raw_message(extra_headers="X-Mailer: app 1.0\r\n")
+    assert sent.raw == expected
+    assert sent.access_key_id == container_credentials.current.access_key_id
+    assert proxy.metric("sesproxy_messages_sent_total") == 1
+    [log_entry] = proxy.events("sent")
+    assert log_entry["message_id"] == sent.message_id
+    assert log_entry["recipients"] == 2
+
+
+def test_mixed_recipients_send_the_allowed_ones_once(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy({"policy": {"allowed_recipients": ["*@example.net"]}})
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("noreply@example.com")
+        assert client.rcpt("a@example.net")[0] == 250
+        assert client.rcpt("b@elsewhere.test")[0] == 550
+        assert client.rcpt("a@EXAMPLE.net")[0] == 250
+        assert client.rcpt("c@example.net")[0] == 250
+        code, _ = client.data(raw_message())
+    assert code == 250
+    [sent] = fake_aws.sent
+    assert sent.destinations == ["a@example.net", "c@example.net"]
+    assert proxy.metric("sesproxy_messages_rejected_total", reason="recipient") == 1
+
+
+def test_fifty_one_recipients(start_ses_proxy: StartProxy, fake_aws: FakeAWS) -> None:
+    proxy = start_ses_proxy()
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("noreply@example.com")
+        codes = [client.rcpt(f"user{i}@example.net")[0] for i in range(51)]
+        assert codes == [250] * 50 + [452]
+        code, _ = client.data(raw_message())
+    assert code == 250
+    assert len(fake_aws.sent[0].destinations) == 50
+
+
+@pytest.mark.parametrize(
+    ("fault", "reply", "counter", "reason"),
+    [
+        ("throttle_rate", "451 4.4.5", "deferred", "throttled"),
+        ("throttle_daily", "451 4.4.5", "deferred", "quota"),
+        ("access_denied", "451 4.7.1", "deferred", "denied"),
+        ("config_set_missing", "451 4.3.5", "deferred", "config"),
+        ("mail_from_not_verified", "451 4.3.5", "deferred", "config"),
+        ("account_paused", "451 4.3.2", "deferred", "paused"),
+        ("http_500", "451 4.4.1", "deferred", "unavailable"),
+        ("http_503", "451 4.4.1", "deferred", "unavailable"),
+        ("drop", "451 4.4.1", "deferred", "unavailable"),
+        ("message_rejected", "554 5.7.1", "failed", "rejected"),
+        ("invalid_parameter", "554 5.6.0", "failed", "invalid"),
+    ],
+)
+def test_each_ses_error_gets_its_reply_and_nothing_is_sent(
+    start_ses_proxy: StartProxy,
+    fake_aws: FakeAWS,
+    fault: str,
+    reply: str,
+    counter: str,
+    reason: str,
+) -> None:
+    proxy = start_ses_proxy()
+    fake_aws.inject(fault)
+    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
+    assert f"{code} {text}".startswith(reply)
+    assert fake_aws.sent == []
+    assert proxy.metric(f"sesproxy_messages_{counter}_total", reason=reason) == 1
+    assert proxy.metric("sesproxy_messages_sent_total") == 0
+    # The client hears the class of the failure, never SES's words or our exception.
+    for leak in ("Throttling", "Exception", "Error", "arn:", "Traceback"):
+        assert leak not in text
+    [entry] = proxy.events("failed" if counter == "failed" else "deferred")
+    assert entry["reason"] == reason
+    # After the fault, the same relay sends again.
+    code, _ = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
+    assert code == 250
+
+
+def test_a_slow_ses_beyond_the_read_timeout_is_a_451(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy({"ses": {"read_timeout_seconds": 0.5}})
+    fake_aws.slow_seconds = 3
+    fake_aws.inject("slow")
+    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
+    assert (code, text[:5]) == (451, "4.4.1")
+    assert proxy.metric("sesproxy_messages_deferred_total", reason="unavailable") == 1
+
+
+def test_credentials_rotate_during_a_run(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS, tmp_path: object
+) -> None:
+    # Credentials that expire within botocore's 15-minute refresh window are
+    # fetched again before each use, so a rotation shows at the next message.
+    with FakeContainerCredentials(fake_aws, expires_in=14 * 60) as endpoint:
+        proxy = start_ses_proxy(env=endpoint.env())
+        first_key = endpoint.current.access_key_id
+        assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+        second = endpoint.rotate()
+        fake_aws.revoke(first_key)
+        assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+        keys = [message.access_key_id for message in fake_aws.sent]
+        assert keys == [first_key, second.access_key_id]
+        assert proxy.metric("sesproxy_credentials_expiry_timestamp_seconds") == pytest.approx(
+            second.expiration.timestamp() if second.expiration else 0, abs=2
+        )
+
+
+def test_long_lived_keys_are_refused_and_never_printed(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    static = fake_aws.add_static_key()
+    env = {
+        "AWS_ACCESS_KEY_ID": static.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": static.secret_access_key,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": "",
+    }
+    proxy = start_ses_proxy(env=env, wait_ready=False)
+    assert proxy.wait(timeout=30) == 2
+    output = proxy.log_text()
+    assert "ses.allow_static_credentials" in output
+    assert "source: env" in output
+    assert static.secret_access_key not in output
+    assert static.access_key_id not in output
+
+
+def test_long_lived_keys_work_when_allowed(start_ses_proxy: StartProxy, fake_aws: FakeAWS) -> None:
+    static = fake_aws.add_static_key()
+    env = {
+        "AWS_ACCESS_KEY_ID": static.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": static.secret_access_key,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": "",
+    }
+    proxy = start_ses_proxy({"ses": {"allow_static_credentials": True}}, env=env)
+    assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+    assert fake_aws.sent[0].access_key_id == static.access_key_id
+
+
+def test_role_arn_sends_with_the_assumed_role(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS, container_credentials: FakeContainerCredentials
+) -> None:
+    role = "arn:aws:iam::123456789012:role/ses-sender"
+    proxy = start_ses_proxy(
+        {"ses": {"role_arn": role}}, env={"AWS_ENDPOINT_URL_STS": fake_aws.url}
+    )
+    assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+    [assumed] = fake_aws.assumed_roles
+    assert assumed.role_arn == role
+    assert assumed.caller_access_key_id == container_credentials.current.access_key_id
+    assert fake_aws.sent[0].access_key_id == assumed.access_key_id
+
+
+def test_sigterm_lets_a_send_in_flight_finish(start_ses_proxy: StartProxy, fake_aws: FakeAWS) -> None:
+    proxy = start_ses_proxy()
+    fake_aws.slow_seconds = 1.5
+    fake_aws.inject("slow")
+    result: dict[str, tuple[int, str]] = {}
+
+    def client() -> None:
+        result["reply"] = send(
+            proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message()
+        )
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    # Received but not yet answered: the send is in flight at the slow fake.
+    _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
+    assert fake_aws.sent == []
+    idle = socket.create_connection(("127.0.0.1", proxy.smtp_port))
+    idle.recv(1024)
+    proxy.process.send_signal(15)
+    thread.join(20)
+    code, text = result["reply"]
+    assert code == 250
+    [sent] = fake_aws.sent
+    assert text.endswith(sent.message_id)
+    assert proxy.wait() == 0
+    # The idle session was told why it was closed.
+    assert idle.recv(1024).startswith(b"421 4.3.2")
+    idle.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=2).recv(1)
+
+
+def test_a_client_hanging_up_does_not_cancel_the_send(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy()
+    fake_aws.slow_seconds = 1.0
+    fake_aws.inject("slow")
+    sock = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10)
+    sock.recv(1024)
+    sock.sendall(
+        b"HELO client.test\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\n"
+        b"DATA\r\n" + raw_message() + b".\r\n"
+    )
+    time.sleep(0.3)
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+    sent = fake_aws.wait_for_sent(1, timeout=10)
+    assert len(sent) == 1
+    _wait_for(lambda: bool(proxy.events("sent")), 10)
+    time.sleep(0.5)
+    assert len(fake_aws.sent) == 1
+
+
+def _wait_for(condition: object, timeout: float) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_smtplib_send_message_with_an_email_object(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy()
+    message = EmailMessage()
+    message["From"] = "Alerts <alerts@example.org>"
+    message["To"] = "ops@example.net"
+    message["Subject"] = "Disk is full"
+    message.set_content("The disk on db-1 is full.\n" * 50)
+    message.add_attachment(b"\x00\x01" * 2048, maintype="application", subtype="octet-stream")
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
+        client.send_message(message)
+    [sent] = fake_aws.sent
+    assert sent.source == "alerts@example.org"
+    assert b"Subject: Disk is full" in sent.raw
