@@ -41,9 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config("serve", "run the relay until SIGTERM/SIGINT, then drain")
     with_config("check-config", "validate the config and print it, secrets redacted")
     iam = with_config("iam-policy", "print the least-privilege IAM policy for the config")
-    iam.add_argument(
-        "--format", choices=("json", "cloudformation", "terraform"), default="json"
-    )
+    iam.add_argument("--format", choices=("json", "cloudformation", "terraform"), default="json")
     iam.add_argument(
         "--allow-any-source-ip",
         action="store_true",
@@ -83,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(
                 asyncio.run(
-                    render_for_cli(settings, args.format, allow_any_source_ip=args.allow_any_source_ip)
+                    render_for_cli(
+                        settings, args.format, allow_any_source_ip=args.allow_any_source_ip
+                    )
                 )
             )
             return EXIT_OK

@@ -270,7 +270,7 @@ def _redact_url(url: str) -> str:
 
 
 def load_settings(path: Path) -> Settings:
-    """Read the YAML file at `path`, apply env overrides, validate; ConfigError if anything is off."""
+    """Read the YAML at `path`, apply env overrides, validate; ConfigError if anything is off."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -308,7 +308,10 @@ def _describe(error: ValidationError) -> str:
 
 def _check_files(settings: Settings) -> None:
     smtp = settings.smtp
-    for key, file in (("smtp.tls_cert_file", smtp.tls_cert_file), ("smtp.tls_key_file", smtp.tls_key_file)):
+    for key, file in (
+        ("smtp.tls_cert_file", smtp.tls_cert_file),
+        ("smtp.tls_key_file", smtp.tls_key_file),
+    ):
         if file is None:
             continue
         try:

@@ -148,9 +148,7 @@ def _wait_ready(proxy: RunningProxy, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proxy.process.poll() is not None:
-            raise RuntimeError(
-                f"proxy exited with {proxy.process.returncode}:\n{proxy.log_text()}"
-            )
+            raise RuntimeError(f"proxy exited with {proxy.process.returncode}:\n{proxy.log_text()}")
         with contextlib.suppress(OSError):
             status, _ = proxy.http_get("/readyz")
             if status == 200:

@@ -21,13 +21,20 @@ GOOD = {
 }
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     process_env = {k: v for k, v in os.environ.items() if not k.startswith("SES_PROXY_")}
     process_env["PYTHONPATH"] = str(REPO)
     process_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "proxy", *args],
-        capture_output=True, text=True, env=process_env, timeout=60, check=False, cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=process_env,
+        timeout=60,
+        check=False,
+        cwd=cwd,
     )
 
 
@@ -38,9 +45,13 @@ def write_config(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Pat
 
 
 def test_check_config_prints_the_effective_config_with_env_overrides(tmp_path: Path) -> None:
-    path = write_config(tmp_path, {"rate": {"backend": "redis", "redis_url": "redis://:hunter2@redis:6379/0"}})
+    path = write_config(
+        tmp_path, {"rate": {"backend": "redis", "redis_url": "redis://:hunter2@redis:6379/0"}}
+    )
     result = run_cli(
-        "check-config", "-c", str(path),
+        "check-config",
+        "-c",
+        str(path),
         env={
             "SES_PROXY_SES__REGION": "us-east-1",
             "SES_PROXY_POLICY__ALLOWED_SENDERS": '["Alerts@Example.org"]',
@@ -67,7 +78,15 @@ def test_config_path_from_the_environment(tmp_path: Path) -> None:
         ({"smtp": {"allowed_networks": ["10.0.0.0/33"]}}, "smtp.allowed_networks"),
         ({"delivery": {"backend": "sendmail"}}, "delivery.backend"),
         ({"ses": {"endpoint_url": "http://ses.test"}}, "endpoint_url must be https"),
-        ({"smtp": {"tls_cert_file": "/nonexistent/cert.pem", "tls_key_file": "/nonexistent/key.pem"}}, "smtp.tls_cert_file: cannot read"),
+        (
+            {
+                "smtp": {
+                    "tls_cert_file": "/nonexistent/cert.pem",
+                    "tls_key_file": "/nonexistent/key.pem",
+                }
+            },
+            "smtp.tls_cert_file: cannot read",
+        ),
         ({"smtp": {"require_tls": True}}, "require_tls needs tls_cert_file"),
         ({"smtp": {"colour": "blue"}}, "smtp.colour: unknown key"),
         ({"policy": {"max_recipients": 51}}, "policy.max_recipients"),

@@ -34,8 +34,11 @@ def moto_url() -> Iterator[str]:
 
 def moto_client(url: str) -> Any:
     return boto3.client(
-        "ses", region_name=REGION, endpoint_url=url,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "ses",
+        region_name=REGION,
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 

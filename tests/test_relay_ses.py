@@ -164,10 +164,14 @@ def test_credentials_rotate_during_a_run(
     with FakeContainerCredentials(fake_aws, expires_in=14 * 60) as endpoint:
         proxy = start_ses_proxy(env=endpoint.env())
         first_key = endpoint.current.access_key_id
-        assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+        assert (
+            send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+        )
         second = endpoint.rotate()
         fake_aws.revoke(first_key)
-        assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+        assert (
+            send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
+        )
         keys = [message.access_key_id for message in fake_aws.sent]
         assert keys == [first_key, second.access_key_id]
         assert proxy.metric("sesproxy_credentials_expiry_timestamp_seconds") == pytest.approx(
@@ -209,9 +213,7 @@ def test_role_arn_sends_with_the_assumed_role(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS, container_credentials: FakeContainerCredentials
 ) -> None:
     role = "arn:aws:iam::123456789012:role/ses-sender"
-    proxy = start_ses_proxy(
-        {"ses": {"role_arn": role}}, env={"AWS_ENDPOINT_URL_STS": fake_aws.url}
-    )
+    proxy = start_ses_proxy({"ses": {"role_arn": role}}, env={"AWS_ENDPOINT_URL_STS": fake_aws.url})
     assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
     [assumed] = fake_aws.assumed_roles
     assert assumed.role_arn == role
@@ -219,7 +221,9 @@ def test_role_arn_sends_with_the_assumed_role(
     assert fake_aws.sent[0].access_key_id == assumed.access_key_id
 
 
-def test_sigterm_lets_a_send_in_flight_finish(start_ses_proxy: StartProxy, fake_aws: FakeAWS) -> None:
+def test_sigterm_lets_a_send_in_flight_finish(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
     proxy = start_ses_proxy()
     fake_aws.slow_seconds = 1.5
     fake_aws.inject("slow")
@@ -247,7 +251,7 @@ def test_sigterm_lets_a_send_in_flight_finish(start_ses_proxy: StartProxy, fake_
     # The idle session was told why it was closed.
     assert idle.recv(1024).startswith(b"421 4.3.2")
     idle.close()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=2).recv(1)
 
 

@@ -37,7 +37,9 @@ class CredentialSource:
     assumed_role: str | None
 
 
-async def open_session(settings: SesSettings, session_policy: str | None) -> tuple[AioSession, CredentialSource]:
+async def open_session(
+    settings: SesSettings, session_policy: str | None
+) -> tuple[AioSession, CredentialSource]:
     """A botocore session whose credentials are the ones the proxy may send with."""
     session = get_session()
     found = await session.get_credentials()

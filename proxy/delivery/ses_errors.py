@@ -19,31 +19,55 @@ _TRANSIENT: dict[str, tuple[str, str]] = {
     # code: (metric reason, SMTP reply)
     "Throttling": ("throttled", "451 4.4.5 SES sending rate exceeded, try again later"),
     "ThrottlingException": ("throttled", "451 4.4.5 SES sending rate exceeded, try again later"),
-    "TooManyRequestsException": ("throttled", "451 4.4.5 SES sending rate exceeded, try again later"),
+    "TooManyRequestsException": (
+        "throttled",
+        "451 4.4.5 SES sending rate exceeded, try again later",
+    ),
     "LimitExceededException": ("throttled", "451 4.4.5 SES sending rate exceeded, try again later"),
     "InternalFailure": ("unavailable", "451 4.4.1 SES unavailable, try again later"),
     "InternalError": ("unavailable", "451 4.4.1 SES unavailable, try again later"),
     "ServiceUnavailable": ("unavailable", "451 4.4.1 SES unavailable, try again later"),
     "RequestTimeout": ("unavailable", "451 4.4.1 SES unavailable, try again later"),
     "InvalidClientTokenId": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
-    "UnrecognizedClientException": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
-    "SignatureDoesNotMatch": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
+    "UnrecognizedClientException": (
+        "credentials",
+        "451 4.7.0 relay credentials refused, try again later",
+    ),
+    "SignatureDoesNotMatch": (
+        "credentials",
+        "451 4.7.0 relay credentials refused, try again later",
+    ),
     "IncompleteSignature": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
-    "MissingAuthenticationToken": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
+    "MissingAuthenticationToken": (
+        "credentials",
+        "451 4.7.0 relay credentials refused, try again later",
+    ),
     "ExpiredToken": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
-    "ExpiredTokenException": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
+    "ExpiredTokenException": (
+        "credentials",
+        "451 4.7.0 relay credentials refused, try again later",
+    ),
     "RequestExpired": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
     "RequestTimeTooSkewed": ("credentials", "451 4.7.0 relay credentials refused, try again later"),
     "AccessDenied": ("denied", "451 4.7.1 relay not authorized to send this, try again later"),
-    "AccessDeniedException": ("denied", "451 4.7.1 relay not authorized to send this, try again later"),
+    "AccessDeniedException": (
+        "denied",
+        "451 4.7.1 relay not authorized to send this, try again later",
+    ),
     "AccountSendingPausedException": ("paused", "451 4.3.2 SES sending is paused, try again later"),
     "ConfigurationSetSendingPausedException": (
         "paused",
         "451 4.3.2 SES sending is paused, try again later",
     ),
     "ConfigurationSetDoesNotExist": ("config", "451 4.3.5 relay misconfigured, try again later"),
-    "ConfigurationSetDoesNotExistException": ("config", "451 4.3.5 relay misconfigured, try again later"),
-    "MailFromDomainNotVerifiedException": ("config", "451 4.3.5 relay misconfigured, try again later"),
+    "ConfigurationSetDoesNotExistException": (
+        "config",
+        "451 4.3.5 relay misconfigured, try again later",
+    ),
+    "MailFromDomainNotVerifiedException": (
+        "config",
+        "451 4.3.5 relay misconfigured, try again later",
+    ),
     "MailFromDomainNotVerified": ("config", "451 4.3.5 relay misconfigured, try again later"),
 }
 

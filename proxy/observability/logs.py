@@ -51,9 +51,7 @@ class TextFormatter(logging.Formatter):
 
 def configure(settings: LoggingSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    use_json = settings.format == "json" or (
-        settings.format == "auto" and not sys.stderr.isatty()
-    )
+    use_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -55,7 +55,9 @@ class RelayHandler:
         if isinstance(decision, policy.Accepted):
             decision = policy.check_sender(self.rules, address)
         if isinstance(decision, policy.Rejected):
-            return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "mail").text
+            return self._reject(
+                server, replies.VERDICTS[decision.verdict], decision.detail, "mail"
+            ).text
         envelope.mail_from = decision.address
         envelope.mail_options.extend(options)
         return replies.SENDER_OK.text
@@ -65,7 +67,9 @@ class RelayHandler:
     ) -> str:
         decision = policy.check_recipient(self.rules, address, len(envelope.rcpt_tos))
         if isinstance(decision, policy.Rejected):
-            return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "rcpt").text
+            return self._reject(
+                server, replies.VERDICTS[decision.verdict], decision.detail, "rcpt"
+            ).text
         if decision.address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(decision.address)
         return replies.RECIPIENT_OK.text
@@ -93,7 +97,12 @@ class RelayHandler:
     def log_refusal(self, server: RelaySession, reply: Reply) -> None:
         log.info(
             "refused",
-            extra={"event": "refused", "reason": reply.reason, "reply": reply.code, **server.log_context()},
+            extra={
+                "event": "refused",
+                "reason": reply.reason,
+                "reply": reply.code,
+                **server.log_context(),
+            },
         )
 
     async def handle_exception(self, error: Exception) -> str:
@@ -122,14 +131,18 @@ class RelayHandler:
         self._metrics.message_size.observe(data.size)
         if data.too_big:
             verdict = replies.VERDICTS[policy.Verdict.SIZE_EXCEEDED]
-            return self._reject(server, verdict, f"DATA exceeded {self.rules.max_message_bytes} octets", "data")
+            return self._reject(
+                server, verdict, f"DATA exceeded {self.rules.max_message_bytes} octets", "data"
+            )
         if data.line_too_long:
             verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
             return self._reject(server, verdict, "a line is over 998 octets", "data")
         try:
             headers = message.scan(data.raw)
         except message.MalformedMessage as error:
-            return self._reject(server, replies.VERDICTS[policy.Verdict.MALFORMED], str(error), "data")
+            return self._reject(
+                server, replies.VERDICTS[policy.Verdict.MALFORMED], str(error), "data"
+            )
         decision = policy.check_message(self.rules, headers, data.size)
         if isinstance(decision, policy.Rejected):
             return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "data")

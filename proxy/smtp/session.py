@@ -97,7 +97,9 @@ class RelaySession(SMTP):
 
     @property
     def encrypted(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+        return (
+            self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+        )
 
     def peer_host(self) -> str:
         peer = self.session.peer if self.session is not None else None
@@ -123,7 +125,8 @@ class RelaySession(SMTP):
     async def _handle_client(self) -> None:
         # Overrides aiosmtpd's session loop to admit the client before the banner.
         listeners = self.listeners
-        assert self.session is not None and self.transport is not None
+        assert self.session is not None
+        assert self.transport is not None
         refusal = None
         if not listeners.admits(self.session.peer):
             refusal = replies.NETWORK_DENIED
@@ -172,7 +175,8 @@ class RelaySession(SMTP):
         if await self.check_helo_needed():
             return
         envelope = self.envelope
-        assert envelope is not None and envelope.mail_from is not None
+        assert envelope is not None
+        assert envelope.mail_from is not None
         if not envelope.rcpt_tos:
             await self.push(replies.NEED_RCPT.text)
             return

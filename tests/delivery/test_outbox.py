@@ -15,7 +15,9 @@ async def test_writes_the_message_and_its_envelope(tmp_path: Path) -> None:
     outbox = OutboxDelivery(tmp_path / "out")
     await outbox.start()
     raw = b"From: a@example.com\r\n\r\n" + bytes(range(256)) * 10
-    message_id = await outbox.send(Envelope("a@example.com", ("b@example.net", "c@example.net")), raw)
+    message_id = await outbox.send(
+        Envelope("a@example.com", ("b@example.net", "c@example.net")), raw
+    )
     assert (tmp_path / "out" / f"{message_id}.eml").read_bytes() == raw
     envelope = json.loads((tmp_path / "out" / f"{message_id}.json").read_text())
     assert envelope == {
@@ -32,7 +34,9 @@ async def test_writes_the_message_and_its_envelope(tmp_path: Path) -> None:
 async def test_ids_are_unique(tmp_path: Path) -> None:
     outbox = OutboxDelivery(tmp_path)
     await outbox.start()
-    ids = {await outbox.send(Envelope("a@example.com", ("b@example.net",)), b"x") for _ in range(50)}
+    ids = {
+        await outbox.send(Envelope("a@example.com", ("b@example.net",)), b"x") for _ in range(50)
+    }
     assert len(ids) == 50
 
 

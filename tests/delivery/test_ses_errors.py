@@ -18,13 +18,34 @@ from proxy.delivery.ses_errors import classify
         ("MessageRejected", "Email address is not verified.", 400, True, "rejected", "554 5.7.1"),
         ("InvalidParameterValue", "Missing final '@domain'", 400, True, "invalid", "554 5.6.0"),
         ("AccessDenied", "User is not authorized", 403, False, "denied", "451 4.7.1"),
-        ("ConfigurationSetDoesNotExist", "Configuration set x does not exist.", 400, False, "config", "451 4.3.5"),
+        (
+            "ConfigurationSetDoesNotExist",
+            "Configuration set x does not exist.",
+            400,
+            False,
+            "config",
+            "451 4.3.5",
+        ),
         ("MailFromDomainNotVerifiedException", "not verified", 400, False, "config", "451 4.3.5"),
         ("AccountSendingPausedException", "paused", 400, False, "paused", "451 4.3.2"),
         ("ConfigurationSetSendingPausedException", "paused", 400, False, "paused", "451 4.3.2"),
-        ("InvalidClientTokenId", "The security token is invalid.", 403, False, "credentials", "451 4.7.0"),
+        (
+            "InvalidClientTokenId",
+            "The security token is invalid.",
+            403,
+            False,
+            "credentials",
+            "451 4.7.0",
+        ),
         ("SignatureDoesNotMatch", "signature", 403, False, "credentials", "451 4.7.0"),
-        ("ExpiredToken", "The security token included in the request is expired", 403, False, "credentials", "451 4.7.0"),
+        (
+            "ExpiredToken",
+            "The security token included in the request is expired",
+            403,
+            False,
+            "credentials",
+            "451 4.7.0",
+        ),
         ("InternalFailure", "", 500, False, "unavailable", "451 4.4.1"),
         ("ServiceUnavailable", "", 503, False, "unavailable", "451 4.4.1"),
     ],
@@ -42,11 +63,28 @@ def test_contract_classes(
 
 
 @given(st.text(max_size=40), st.text(max_size=80), st.one_of(st.none(), st.integers(100, 599)))
-def test_anything_unknown_is_transient_and_leaks_nothing(code: str, message: str, status: int | None) -> None:
+def test_anything_unknown_is_transient_and_leaks_nothing(
+    code: str, message: str, status: int | None
+) -> None:
     error = classify(code, message, status)
     if isinstance(error, PermanentDeliveryError):
-        assert code in {"MessageRejected", "InvalidParameterValue", "InvalidParameterCombination", "ValidationError"}
+        assert code in {
+            "MessageRejected",
+            "InvalidParameterValue",
+            "InvalidParameterCombination",
+            "ValidationError",
+        }
     else:
         assert error.reply.startswith("451 4.")
     assert error.reply.isascii()
-    assert error.reason in {"throttled", "quota", "unavailable", "credentials", "denied", "paused", "config", "rejected", "invalid"}
+    assert error.reason in {
+        "throttled",
+        "quota",
+        "unavailable",
+        "credentials",
+        "denied",
+        "paused",
+        "config",
+        "rejected",
+        "invalid",
+    }

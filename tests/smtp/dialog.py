@@ -81,7 +81,9 @@ def run(path: Path, host: str, port: int, timeout: float = 10.0) -> None:
             got = line.decode("ascii", errors="replace").rstrip("\r\n")
             if step.expect == CLOSED:
                 if line:
-                    raise DialogFailure(f"{path.name}:{step.line_number}: expected close, got {got!r}")
+                    raise DialogFailure(
+                        f"{path.name}:{step.line_number}: expected close, got {got!r}"
+                    )
                 continue
             if not got.startswith(step.expect):
                 raise DialogFailure(

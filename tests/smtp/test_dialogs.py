@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartProxy
-from tests.harness import RunningProxy
+from tests.conftest import base_config
+from tests.harness import RunningProxy, deep_merge, start_proxy
 from tests.smtp import dialog
 
 DIALOGS = sorted((Path(__file__).parent / "dialogs").glob("*.dialog"))
@@ -22,10 +23,7 @@ DIALOG_CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def dialog_proxy(tmp_path_factory: pytest.TempPathFactory) -> RunningProxy:
-    from tests.conftest import base_config
-    from tests.harness import deep_merge, start_proxy
-
+def dialog_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
     workdir = tmp_path_factory.mktemp("dialogs")
     config = deep_merge(base_config("outbox", workdir / "outbox"), DIALOG_CONFIG)
     proxy = start_proxy(workdir, config)
@@ -49,6 +47,3 @@ def test_a_wrong_expectation_fails(tmp_path: Path, dialog_proxy: RunningProxy) -
     script.write_text("S: 554\n")
     with pytest.raises(dialog.DialogFailure, match="expected '554', got '220"):
         dialog.run(script, "127.0.0.1", dialog_proxy.smtp_port)
-
-
-_ = StartProxy

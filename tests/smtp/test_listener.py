@@ -17,6 +17,7 @@ import aiosmtplib
 import pytest
 import trustme
 
+from proxy.observability.metrics import Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp.session import Listeners
 from tests.conftest import StartProxy
@@ -75,9 +76,9 @@ def test_clients_outside_allowed_networks_are_refused(start_outbox_proxy: StartP
     ],
 )
 def test_admission_by_network(peer: object, admitted: bool) -> None:
-    settings = SmtpSettings(allowed_networks=["127.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"])
-    from proxy.observability.metrics import Metrics
-
+    settings = SmtpSettings.model_validate(
+        {"allowed_networks": ["127.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"]}
+    )
     assert Listeners(settings, Metrics()).admits(peer) is admitted
 
 
@@ -161,10 +162,25 @@ def test_swaks_over_tls(
     )
     port = proxy.smtp_port if mode == "--tls" else proxy.tls_port
     result = subprocess.run(
-        ["swaks", "--server", "127.0.0.1", "--port", str(port), mode,
-         "--from", "noreply@example.com", "--to", "friend@example.net",
-         "--header", "From: noreply@example.com", "--pipeline"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            "swaks",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            mode,
+            "--from",
+            "noreply@example.com",
+            "--to",
+            "friend@example.net",
+            "--header",
+            "From: noreply@example.com",
+            "--pipeline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^<~?  250 2\.0\.0 Ok \S+$", result.stdout, re.MULTILINE), result.stdout
@@ -187,7 +203,9 @@ def test_a_100_mb_line_without_crlf_keeps_memory_bounded(start_outbox_proxy: Sta
     with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=60) as sock:
         replies = sock.makefile("rb")
         replies.readline()
-        sock.sendall(b"HELO c\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n")
+        sock.sendall(
+            b"HELO c\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n"
+        )
         assert [replies.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
         sock.sendall(b"From: noreply@example.com\r\n\r\n")
         for _ in range(100):
