@@ -1,0 +1,172 @@
+"""The proxy's local checks and IAM, over the generated policy, decide the same.
+
+Local: the sender matches an allowed pattern, every recipient matches one, and the
+source address lies in ses.source_ips (proxy.addresses.matches_any, IAM StringLike
+case-insensitive). IAM: the independent evaluator on `build_policy`'s document, with
+the request SES would see: Source and Destinations lowercased (DESIGN.md), the
+identity of the sender's domain, and the configuration set when there is one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.addresses import matches_any
+from proxy.iam.evaluate import Decision, Request, evaluate
+from proxy.iam.generate import build_policy
+from proxy.settings import Settings
+from tests.iam.configs import ACCOUNT, config_data
+
+# A small alphabet makes matches likely; upper case checks the lowercasing.
+LETTERS = "abAB"
+local_parts = st.text(LETTERS, min_size=1, max_size=3)
+domains = st.builds(
+    lambda name, tld: f"{name}.{tld}",
+    st.text(LETTERS, min_size=1, max_size=2),
+    st.sampled_from(["com", "org"]),
+)
+addresses = st.builds(lambda local, domain: f"{local}@{domain}", local_parts, domains)
+
+
+def _pattern_part(allowed: str) -> st.SearchStrategy[str]:
+    return st.text(allowed + "*?", min_size=1, max_size=4)
+
+
+patterns = st.one_of(
+    addresses,
+    st.builds(lambda local, domain: f"{local}@{domain}", _pattern_part("ab"), domains),
+    st.builds(
+        lambda local, domain: f"{local}@{domain}", _pattern_part("ab"), _pattern_part("ab.com")
+    ),
+    st.sampled_from(["*", "*@*", "a*", "*.com"]),
+)
+v4_networks = st.builds(
+    lambda address, prefix: ipaddress.ip_network(f"{address}/{prefix}", strict=False),
+    st.ip_addresses(v=4),
+    st.integers(min_value=8, max_value=32),
+)
+v6_networks = st.builds(
+    lambda address, prefix: ipaddress.ip_network(f"{address}/{prefix}", strict=False),
+    st.ip_addresses(v=6),
+    st.integers(min_value=16, max_value=128),
+)
+networks = st.lists(st.one_of(v4_networks, v6_networks), min_size=1, max_size=3)
+
+
+@st.composite
+def source_ip(draw: st.DrawFn, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """An address inside one of the networks half of the time, anywhere otherwise."""
+    if draw(st.booleans()):
+        net = draw(st.sampled_from(nets))
+        offset = draw(st.integers(min_value=0, max_value=net.num_addresses - 1))
+        return str(net.network_address + offset)
+    return str(draw(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6))))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[Settings, str, list[str], str]:
+    senders = draw(st.lists(patterns, min_size=1, max_size=3))
+    recipients = draw(st.one_of(st.just(["*"]), st.lists(patterns, min_size=1, max_size=3)))
+    nets = draw(networks)
+    configuration_set = draw(st.one_of(st.none(), st.just("relay")))
+    config = config_data(
+        senders=senders,
+        recipients=recipients,
+        source_ips=[str(n) for n in nets],
+        account_id=ACCOUNT,
+        configuration_set=configuration_set,
+    )
+    # Half the time, send as someone allowed: otherwise random senders rarely match.
+    sender = draw(addresses)
+    if draw(st.booleans()):
+        exact = [p for p in senders if "*" not in p and "?" not in p and p.count("@") == 1]
+        if exact:
+            sender = draw(st.sampled_from(exact)).upper()
+    rcpts = draw(st.lists(addresses, min_size=1, max_size=4))
+    return Settings(**config), sender, rcpts, draw(source_ip(nets))
+
+
+def local_allows(settings: Settings, sender: str, recipients: list[str], ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (
+        matches_any(settings.policy.allowed_senders, sender)
+        and all(matches_any(settings.policy.allowed_recipients, r) for r in recipients)
+        and any(address in net for net in settings.ses.source_ips)
+    )
+
+
+def iam_allows(settings: Settings, sender: str, recipients: list[str], ip: str) -> bool:
+    policy = build_policy(settings, ACCOUNT)
+    arn = f"arn:aws:ses:{settings.ses.region}:{ACCOUNT}"
+    source = sender.lower()  # what the proxy sends as Source
+    context = {
+        "ses:FromAddress": source,
+        "ses:Recipients": [r.lower() for r in recipients],
+        "aws:SourceIp": ip,
+        "aws:SecureTransport": "true",
+    }
+    # SES authorizes against the address identity if verified, else the domain's:
+    # the policy must allow whichever one the account has.
+    resources = [f"{arn}:identity/{source.partition('@')[2]}", f"{arn}:identity/{source}"]
+    checks = [[resource] for resource in resources]
+    if settings.ses.configuration_set:
+        checks = [
+            [r, f"{arn}:configuration-set/{settings.ses.configuration_set}"] for r in resources
+        ]
+    decisions = {
+        all(
+            evaluate(policy, Request("ses:SendRawEmail", r, context)) is Decision.ALLOW
+            for r in check
+        )
+        for check in checks
+    }
+    assert len(decisions) == 1, "the domain and the address identity must be judged alike"
+    return decisions.pop()
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_local_policy_and_iam_agree(scenario: tuple[Settings, str, list[str], str]) -> None:
+    config, sender, recipients, ip = scenario
+    assert local_allows(config, sender, recipients, ip) == iam_allows(
+        config, sender, recipients, ip
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(scenarios())
+def test_iam_denies_without_tls_or_from_elsewhere(
+    scenario: tuple[Settings, str, list[str], str],
+) -> None:
+    config, sender, recipients, _ip = scenario
+    policy = build_policy(config, ACCOUNT)
+    resource = (
+        f"arn:aws:ses:{config.ses.region}:{ACCOUNT}:identity/{sender.lower().partition('@')[2]}"
+    )
+    base = {"ses:FromAddress": sender.lower(), "ses:Recipients": [r.lower() for r in recipients]}
+    plain = Request(
+        "ses:SendRawEmail",
+        resource,
+        {
+            **base,
+            "aws:SecureTransport": "false",
+            "aws:SourceIp": str(config.ses.source_ips[0].network_address),
+        },
+    )
+    assert evaluate(policy, plain) is not Decision.ALLOW
+    # Through a VPC endpoint aws:SourceIp is absent: the IpAddress condition fails.
+    via_endpoint = Request("ses:SendRawEmail", resource, {**base, "aws:SecureTransport": "true"})
+    assert evaluate(policy, via_endpoint) is not Decision.ALLOW
+    other_action = Request(
+        "ses:SendEmail",
+        resource,
+        {
+            **base,
+            "aws:SecureTransport": "true",
+            "aws:SourceIp": str(config.ses.source_ips[0].network_address),
+        },
+    )
+    assert evaluate(policy, other_action) is not Decision.ALLOW
