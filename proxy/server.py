@@ -4,6 +4,8 @@
                                               │
                                               ▼
                                   delivery/ (ses.py | outbox.py) ──▶ SES
+    aws/: credentials.py (chain, AssumeRole + session policy from iam/), ses_client.py,
+          quota.py (GetSendQuota → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
 
 Nothing registers itself: each box is built here, from its part of the settings,
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import signal
 import time
@@ -23,9 +26,12 @@ from contextlib import contextmanager
 from prometheus_client import disable_created_metrics
 
 from proxy import policy
+from proxy.aws.quota import QuotaWatcher
+from proxy.aws.ses_client import SesClient
 from proxy.delivery import Delivery
 from proxy.delivery.outbox import OutboxDelivery
 from proxy.delivery.ses import SesDelivery
+from proxy.iam.generate import build_policy
 from proxy.observability import logs
 from proxy.observability.http import HealthServer
 from proxy.observability.metrics import Metrics
@@ -47,10 +53,40 @@ def build_rules(settings: Settings) -> policy.Rules:
     )
 
 
-def build_delivery(settings: Settings, metrics: Metrics) -> Delivery:
-    if settings.delivery.backend == "outbox":
+# AWS's limit on the plaintext of an AssumeRole session policy.
+_SESSION_POLICY_MAX_CHARS = 2048
+
+
+def build_session_policy(settings: Settings) -> str | None:
+    """With ses.role_arn, the iam-policy JSON, passed to AssumeRole as the session policy.
+
+    Whatever the role itself grants, credentials assumed with this policy can only
+    send what this config allows: the two layers judge the same patterns.
+    """
+    role_arn = settings.ses.role_arn
+    if role_arn is None:
+        return None
+    account_id = settings.ses.account_id or role_arn.split(":")[4]
+    policy = build_policy(settings, account_id, allow_any_source_ip=True)
+    text = json.dumps(policy, separators=(",", ":"))
+    if len(text) > _SESSION_POLICY_MAX_CHARS:
+        raise ConfigError(
+            f"policy.allowed_senders: the session policy for ses.role_arn is {len(text)} "
+            f"characters, AWS accepts {_SESSION_POLICY_MAX_CHARS}; use fewer, broader patterns"
+        )
+    return text
+
+
+def build_ses_client(settings: Settings) -> SesClient | None:
+    if settings.delivery.backend != "ses":
+        return None
+    return SesClient(settings.ses, session_policy=build_session_policy(settings))
+
+
+def build_delivery(settings: Settings, ses: SesClient | None, metrics: Metrics) -> Delivery:
+    if ses is None:
         return OutboxDelivery(settings.delivery.outbox_dir)
-    return SesDelivery(settings.ses, metrics, session_policy=None)
+    return SesDelivery(ses, metrics)
 
 
 @contextmanager
@@ -67,7 +103,9 @@ async def serve(settings: Settings) -> int:
     logs.configure(settings.logging)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()
-    delivery = build_delivery(settings, metrics)
+    ses = build_ses_client(settings)
+    delivery = build_delivery(settings, ses, metrics)
+    quota = QuotaWatcher(ses, metrics) if ses is not None else None
     handler = RelayHandler(build_rules(settings), delivery, metrics)
     listeners = Listeners(settings.smtp, metrics)
     tls_context = settings.smtp.tls_context()
@@ -79,6 +117,8 @@ async def serve(settings: Settings) -> int:
 
     health = HealthServer(metrics, ready)
     await delivery.start()
+    if quota is not None:
+        quota.start()
     try:
         smtp = settings.smtp
         with _naming_the_key("metrics.port", settings.metrics.host, settings.metrics.port):
@@ -115,6 +155,8 @@ async def serve(settings: Settings) -> int:
     finally:
         for server in servers:
             server.close()
+        if quota is not None:
+            await quota.close()
         await health.close()
         await delivery.close()
     log.info("stopped", extra={"event": "stopped"})

@@ -160,3 +160,19 @@ def test_serve_with_a_port_in_use_exits_2(tmp_path: Path, key: str) -> None:
         result = run_cli("serve", "-c", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert f"{key}: 127.0.0.1:{taken} is already in use" in result.stderr
+
+
+def test_a_session_policy_over_the_aws_limit_is_refused(tmp_path: Path) -> None:
+    senders = [f"sender-number-{i}@department-{i}.example.com" for i in range(60)]
+    path = write_config(
+        tmp_path,
+        {
+            "policy": {"allowed_senders": senders},
+            "delivery": {"backend": "ses"},
+            "ses": {"role_arn": "arn:aws:iam::123456789012:role/ses-sender"},
+        },
+    )
+    result = run_cli("serve", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "session policy for ses.role_arn is" in result.stderr
+    assert "AWS accepts 2048" in result.stderr

@@ -6,6 +6,7 @@ verifies every SigV4 signature against the credential it issued.
 
 from __future__ import annotations
 
+import json
 import smtplib
 import socket
 import threading
@@ -14,7 +15,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.conftest import StartProxy
+from tests.conftest import ALLOWED_SENDERS, StartProxy
 from tests.fakes.aws import FakeAWS
 from tests.fakes.credentials import FakeContainerCredentials
 
@@ -217,6 +218,12 @@ def test_role_arn_sends_with_the_assumed_role(
     assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())[0] == 250
     [assumed] = fake_aws.assumed_roles
     assert assumed.role_arn == role
+    assert assumed.policy is not None
+    session_policy = json.loads(assumed.policy)
+    [statement] = session_policy["Statement"]
+    assert statement["Action"] == "ses:SendRawEmail"
+    assert statement["Condition"]["StringLike"]["ses:FromAddress"] == ALLOWED_SENDERS
+    assert all(":123456789012:identity/" in arn for arn in statement["Resource"])
     assert assumed.caller_access_key_id == container_credentials.current.access_key_id
     assert fake_aws.sent[0].access_key_id == assumed.access_key_id
 
@@ -302,3 +309,17 @@ def test_smtplib_send_message_with_an_email_object(
     [sent] = fake_aws.sent
     assert sent.source == "alerts@example.org"
     assert b"Subject: Disk is full" in sent.raw
+
+
+def test_quota_gauges_come_from_get_send_quota(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    fake_aws.max_send_rate = 10.0
+    fake_aws.max_24h_send = 2000.0
+    fake_aws.sent_last_24h = 123.0
+    proxy = start_ses_proxy()
+    _wait_for(lambda: proxy.metric("sesproxy_ses_quota_max_send_rate") == 10.0, 10)
+    assert proxy.metric("sesproxy_ses_quota_max_24h_send") == 2000.0
+    assert proxy.metric("sesproxy_ses_quota_sent_last_24h") == 123.0
+    calls = [r for r in fake_aws.requests if r.action == "GetSendQuota"]
+    assert len(calls) == 1, "polled once at start, then about once a minute"

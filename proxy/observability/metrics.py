@@ -7,7 +7,9 @@ bounded whatever clients send.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 REJECT_REASONS = ("network", "tls", "sender", "recipient", "size", "malformed", "auth")
 DEFER_REASONS = (
@@ -98,9 +100,18 @@ class Metrics:
         self.ses_quota_sent_last_24h = Gauge(
             "sesproxy_ses_quota_sent_last_24h", "SES SentLast24Hours (GetSendQuota).", registry=r
         )
+        self.build = Info("sesproxy_build", "Version of the running ses-proxy.", registry=r)
+        self.build.info({"version": _version()})
         for reason in REJECT_REASONS:
             self.messages_rejected.labels(reason)
         for reason in DEFER_REASONS:
             self.messages_deferred.labels(reason)
         for reason in FAIL_REASONS:
             self.messages_failed.labels(reason)
+
+
+def _version() -> str:
+    try:
+        return version("ses-proxy")
+    except PackageNotFoundError:
+        return "unknown"
