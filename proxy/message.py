@@ -1,0 +1,162 @@
+"""Header scan and hygiene on the raw message bytes.
+
+Pure: bytes in, a HeaderScan (or a MalformedMessage) or new bytes out.
+
+A message may be 10 MB, so nothing here loops in Python over the message: the
+checks are bytes.count / bytes.find and compiled regular expressions, which run
+at C speed. Only the header section is parsed; the body is never interpreted
+(no MIME walk), and strip_private_headers passes it through byte for byte.
+
+Input is the DATA content after SMTP dot-unstuffing, with CRLF line endings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+class MalformedMessage(ValueError):
+    """The message breaks a hygiene rule; the message is a short reason."""
+
+
+@dataclass(frozen=True)
+class HeaderScan:
+    # Unfolded field values, decoded as latin-1 so that 8-bit bytes never crash.
+    from_values: tuple[str, ...]
+    sender_values: tuple[str, ...]
+
+
+# RFC 5322 2.1.1: at most 998 octets per line, excluding the CRLF.
+MAX_LINE_OCTETS = 998
+
+_BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# Anchored at line starts: unanchored, the engine would retry at every offset of
+# every long-enough line (seconds on a 10 MB message, measured).
+_LONG_LINE = re.compile(rb"^[^\r\n]{%d}" % (MAX_LINE_OCTETS + 1), re.MULTILINE)
+
+# One header field: "name:" (name is printable ASCII except ":") then the rest
+# of the line, then any continuation lines (starting with SP or HTAB).
+# Possessive quantifiers (*+): nothing to backtrack into, so no backtracking state
+# grows with the size of the header section.
+_FIELD = rb"[!-9;-~]+:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*+"
+_FIELDS = re.compile(rb"(?:%s)*+" % _FIELD)
+_FROM_OR_SENDER = re.compile(
+    rb"^(from|sender):([^\r\n]*(?:\r\n[ \t][^\r\n]*)*+)\r\n", re.IGNORECASE | re.MULTILINE
+)
+# Fields a client must not pass to SES: Bcc: (would reveal blind recipients to
+# every recipient) and X-SES-* (would let a client pick a configuration set or an
+# identity ARN). The end may be the end of the data, for input that never went
+# through scan().
+_PRIVATE_FIELD = re.compile(
+    rb"^(?:bcc|x-ses-[!-9;-~]*):[^\r\n]*(?:\r\n[ \t][^\r\n]*)*+(?:\r\n|\Z)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _line_number(raw: bytes, offset: int) -> int:
+    return raw.count(b"\r\n", 0, offset) + 1
+
+
+def _check_line_endings(raw: bytes) -> None:
+    # Every CR and every LF must belong to a CRLF pair. A bare one is how SMTP
+    # smuggling hides a second message, and SES or a later hop may read it as
+    # an end of line where we did not.
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\r") == crlf and raw.count(b"\n") == crlf:
+        return
+    bare = _BARE_CR_OR_LF.search(raw)
+    assert bare is not None
+    kind = "CR" if bare.group() == b"\r" else "LF"
+    raise MalformedMessage(f"bare {kind} at line {_line_number(raw, bare.start())}")
+
+
+def _check_line_lengths(raw: bytes) -> None:
+    long_line = _LONG_LINE.search(raw)
+    if long_line is None:
+        return
+    start = long_line.start()
+    end = raw.find(b"\r\n", start)
+    length = (len(raw) if end < 0 else end) - start
+    raise MalformedMessage(f"line {_line_number(raw, start)} is {length} octets")
+
+
+def _split_header(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(header section with its final CRLF, the rest from the empty line on);
+    None if there is no empty line."""
+    if raw.startswith(b"\r\n"):
+        return b"", raw
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    return raw[: end + 2], raw[end + 2 :]
+
+
+def _check_header_fields(header: bytes) -> None:
+    valid = _FIELDS.match(header)
+    assert valid is not None  # the pattern also matches the empty string
+    bad = valid.end()
+    if bad == len(header):
+        return
+    line = _line_number(header, bad)
+    if header[bad : bad + 1] in (b" ", b"\t"):
+        # Only reachable on line 1: any later continuation joins the field above.
+        raise MalformedMessage(f"line {line} is a continuation line with no field before it")
+    raise MalformedMessage(f"line {line} is not a header field (name: value)")
+
+
+def _unfold(value: bytes) -> str:
+    # Within a matched field every CRLF is followed by SP or HTAB: unfolding
+    # (RFC 5322 2.2.3) is removing them.
+    return value.replace(b"\r\n", b"").decode("latin-1").strip(" \t")
+
+
+def scan(raw: bytes) -> HeaderScan:
+    """Check the message's hygiene and return its From:/Sender: values.
+
+    Raises MalformedMessage for a bare CR or LF anywhere, a line over 998
+    octets, a header section without its terminating empty line, a header line
+    that is neither "name: value" nor a continuation, a continuation as the
+    first line, no From: or several, several Sender:.
+    """
+    _check_line_endings(raw)
+    _check_line_lengths(raw)
+    split = _split_header(raw)
+    if split is None:
+        # SES: "Message must contain a header and a body, separated by a blank
+        # line." The body itself may be empty.
+        raise MalformedMessage("header section not terminated (no empty line)")
+    header, _ = split
+    _check_header_fields(header)
+
+    from_values: list[str] = []
+    sender_values: list[str] = []
+    for field in _FROM_OR_SENDER.finditer(header):
+        if field.group(1).lower() == b"from":
+            from_values.append(_unfold(field.group(2)))
+        else:
+            sender_values.append(_unfold(field.group(2)))
+        if len(from_values) > 1 or len(sender_values) > 1:
+            break  # already malformed; do not walk thousands of repeats
+    if not from_values:
+        raise MalformedMessage("no From: header")
+    if len(from_values) > 1:
+        raise MalformedMessage("more than one From: header")
+    if len(sender_values) > 1:
+        raise MalformedMessage("more than one Sender: header")
+    return HeaderScan(tuple(from_values), tuple(sender_values))
+
+
+def strip_private_headers(raw: bytes) -> bytes:
+    """Remove every Bcc: and X-SES-* field (with its continuation lines).
+
+    Every other byte stays as it was: header order, the empty line, the body.
+    Meant for a message that scan() accepted. Even so it stands on its own:
+    without an empty line the whole input counts as header section, and a bare
+    CR or LF in the header section raises MalformedMessage, because there a
+    field could hide from the line-based pattern (or surface after stripping).
+    """
+    split = _split_header(raw)
+    header, rest = (raw, b"") if split is None else split
+    _check_line_endings(header)
+    return _PRIVATE_FIELD.sub(b"", header) + rest

@@ -1,0 +1,206 @@
+"""The relay's decisions: may this sender, recipient, size, message pass?
+
+Pure: rules and values in, a Decision out. No I/O, no logging, no clock. The SMTP
+layer maps each Verdict to exactly one reply and decides nothing itself.
+
+A Rejected's detail is for the operator's log. It may name addresses and header
+parse errors; it never carries message body text, and the client never sees it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proxy.addresses import (
+    AddressError,
+    matches_any,
+    parse_envelope_address,
+    parse_header_mailboxes,
+)
+from proxy.message import HeaderScan, MalformedMessage, scan
+
+
+class Verdict(enum.Enum):
+    """Why something was refused: one per reply in the contract's table."""
+
+    SENDER_DENIED = "sender_denied"  # 550 5.7.1 at MAIL (envelope)
+    SIZE_EXCEEDED = "size_exceeded"  # 552 5.3.4 (MAIL SIZE= or DATA)
+    RECIPIENT_DENIED = "recipient_denied"  # 550 5.7.1 at RCPT
+    TOO_MANY_RECIPIENTS = "too_many_recipients"  # 452 4.5.3 at RCPT
+    HEADER_SENDER_DENIED = "header_sender_denied"  # 550 5.7.1 after DATA
+    MALFORMED = "malformed"  # 550 5.6.0 after DATA
+
+
+@dataclass(frozen=True)
+class Rules:
+    allowed_senders: tuple[str, ...]  # IAM StringLike patterns
+    allowed_recipients: tuple[str, ...]  # IAM StringLike patterns
+    max_recipients: int
+    max_message_bytes: int
+
+    def __post_init__(self) -> None:
+        # A bare string would iterate as one-character patterns, and "*" among
+        # them would allow everything.
+        for name in ("allowed_senders", "allowed_recipients"):
+            patterns = getattr(self, name)
+            if isinstance(patterns, str):
+                raise TypeError(f"Rules.{name} must be a tuple of patterns, not a string")
+            # A list from the settings layer becomes a tuple: Rules stays immutable.
+            object.__setattr__(self, name, tuple(patterns))
+        if self.max_recipients < 1:
+            raise ValueError("Rules.max_recipients must be at least 1")
+        if self.max_message_bytes < 1:
+            raise ValueError("Rules.max_message_bytes must be at least 1")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    address: str | None = None  # the canonical address, where one was judged
+
+
+@dataclass(frozen=True)
+class Rejected:
+    verdict: Verdict
+    detail: str  # for the operator's log
+
+
+Decision = Accepted | Rejected
+
+
+def _too_big(rules: Rules, what: str, size: int) -> Rejected | None:
+    if size > rules.max_message_bytes:
+        return Rejected(
+            Verdict.SIZE_EXCEEDED,
+            f"{what} {size} exceeds max_message_bytes {rules.max_message_bytes}",
+        )
+    return None
+
+
+def check_sender(rules: Rules, path: str) -> Decision:
+    """MAIL FROM: the envelope sender must match allowed_senders."""
+    try:
+        address = parse_envelope_address(path)
+    except AddressError as error:
+        # The client learns only "not allowed"; the log learns why.
+        return Rejected(Verdict.SENDER_DENIED, f"envelope sender unparseable: {error}")
+    if not matches_any(rules.allowed_senders, address):
+        return Rejected(Verdict.SENDER_DENIED, f"envelope sender {address} is not allowed")
+    return Accepted(address)
+
+
+def check_declared_size(rules: Rules, size: int | None) -> Decision:
+    """MAIL FROM SIZE=: refuse early what DATA would refuse anyway.
+
+    None (no SIZE= given) passes; the DATA size is checked again in check_message.
+    """
+    if size is None:
+        return Accepted()
+    if size < 0:
+        return Rejected(Verdict.SIZE_EXCEEDED, f"declared size {size} is negative")
+    too_big = _too_big(rules, "declared size", size)
+    if too_big is not None:
+        return too_big
+    return Accepted()
+
+
+def check_recipient(rules: Rules, path: str, accepted_so_far: int) -> Decision:
+    """RCPT TO, given how many recipients this transaction has already accepted.
+
+    The address is judged before the count: a denied address is RECIPIENT_DENIED
+    (permanent, 550) whatever the count, so a client never retries it after a 452.
+    The count only limits addresses that would otherwise be accepted.
+    """
+    try:
+        address = parse_envelope_address(path)
+    except AddressError as error:
+        return Rejected(Verdict.RECIPIENT_DENIED, f"recipient unparseable: {error}")
+    if not matches_any(rules.allowed_recipients, address):
+        return Rejected(Verdict.RECIPIENT_DENIED, f"recipient {address} is not allowed")
+    if accepted_so_far >= rules.max_recipients:
+        return Rejected(
+            Verdict.TOO_MANY_RECIPIENTS,
+            f"recipient {address} would exceed max_recipients {rules.max_recipients}",
+        )
+    return Accepted(address)
+
+
+def check_message(rules: Rules, headers: HeaderScan, size: int) -> Decision:
+    """After DATA: size, then every address in From: and Sender: must be allowed.
+
+    The header From: need not equal the envelope sender; each is judged on its own
+    against allowed_senders. Accepted.address is the first From: mailbox.
+    """
+    too_big = _too_big(rules, "message size", size)
+    if too_big is not None:
+        return too_big
+    # scan() guarantees these counts; a hand-built HeaderScan must not bypass them.
+    if len(headers.from_values) != 1:
+        return Rejected(Verdict.MALFORMED, f"{len(headers.from_values)} From: headers")
+    if len(headers.sender_values) > 1:
+        return Rejected(Verdict.MALFORMED, f"{len(headers.sender_values)} Sender: headers")
+
+    from_addresses = _header_addresses(rules, "From", headers.from_values[0])
+    if isinstance(from_addresses, Rejected):
+        return from_addresses
+    for value in headers.sender_values:
+        sender_addresses = _header_addresses(rules, "Sender", value)
+        if isinstance(sender_addresses, Rejected):
+            return sender_addresses
+        if len(sender_addresses) != 1:
+            # RFC 5322: Sender: names exactly one mailbox.
+            return Rejected(
+                Verdict.HEADER_SENDER_DENIED,
+                f"Sender: holds {len(sender_addresses)} mailboxes, not one",
+            )
+    return Accepted(from_addresses[0])
+
+
+def _header_addresses(rules: Rules, field: str, value: str) -> list[str] | Rejected:
+    """The addresses of one From:/Sender: value if all are allowed, else why not."""
+    try:
+        addresses = parse_header_mailboxes(value)
+    except AddressError as error:
+        return Rejected(Verdict.HEADER_SENDER_DENIED, f"{field}: unparseable: {error}")
+    for address in addresses:
+        if not matches_any(rules.allowed_senders, address):
+            return Rejected(
+                Verdict.HEADER_SENDER_DENIED, f"{field}: address {address} is not allowed"
+            )
+    return addresses
+
+
+def check_raw_message(rules: Rules, raw: bytes) -> Decision:
+    """After DATA, from the raw bytes: size, hygiene (MALFORMED), then headers.
+
+    The one call the SMTP layer needs once the data is in, so that it maps a
+    decision and never interprets a MalformedMessage itself.
+    """
+    too_big = _too_big(rules, "message size", len(raw))
+    if too_big is not None:
+        return too_big
+    try:
+        headers = scan(raw)
+    except MalformedMessage as error:
+        return Rejected(Verdict.MALFORMED, f"malformed message: {error}")
+    return check_message(rules, headers, len(raw))
+
+
+def client_admitted(
+    networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], host: str
+) -> bool:
+    """May a client at `host` (an IP address as the socket reports it) use the relay?
+
+    An IPv4 client seen through a dual-stack socket (::ffff:a.b.c.d) is judged as
+    the IPv4 address it is; a scoped IPv6 address is judged without its zone.
+    Anything that is not an IP address is refused.
+    """
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
