@@ -137,15 +137,10 @@ class RelayHandler:
         if data.line_too_long:
             verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
             return self._reject(server, verdict, "a line is over 998 octets", "data")
-        try:
-            headers = message.scan(data.raw)
-        except message.MalformedMessage as error:
-            return self._reject(
-                server, replies.VERDICTS[policy.Verdict.MALFORMED], str(error), "data"
-            )
-        decision = policy.check_message(self.rules, headers, data.size)
+        decision = policy.check_raw_message(self.rules, data.raw)
         if isinstance(decision, policy.Rejected):
-            return self._reject(server, replies.VERDICTS[decision.verdict], decision.detail, "data")
+            verdict = replies.VERDICTS[decision.verdict]
+            return self._reject(server, verdict, decision.detail, "data")
         cleaned = message.strip_private_headers(data.raw)
         envelope = Envelope(mail_from=mail_from, recipients=recipients)
         try:

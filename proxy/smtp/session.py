@@ -14,15 +14,15 @@ DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import ssl
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, syntax
 
+from proxy import policy
 from proxy.observability.metrics import Metrics
-from proxy.settings import IPNetwork, SmtpSettings
+from proxy.settings import SmtpSettings
 from proxy.smtp import replies
 from proxy.smtp.handler import ReceivedData, RelayHandler
 
@@ -42,19 +42,9 @@ class Listeners:
         self.shutting_down = False
 
     def admits(self, peer: Any) -> bool:
-        return _peer_in(peer, self.settings.allowed_networks)
-
-
-def _peer_in(peer: Any, networks: tuple[IPNetwork, ...]) -> bool:
-    if not isinstance(peer, tuple) or not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(str(peer[0]).partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+        if not isinstance(peer, tuple) or not peer:
+            return False
+        return policy.client_admitted(self.settings.allowed_networks, str(peer[0]))
 
 
 class RelaySession(SMTP):
