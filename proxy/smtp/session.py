@@ -184,9 +184,13 @@ class RelaySession(SMTP):
             # client would retry a message that may have been sent.
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
-            reply = await asyncio.shield(transaction)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            self._reset_timeout()
+            try:
+                reply = await asyncio.shield(transaction)
+            finally:
+                # Whatever the outcome, the transaction is over: a new MAIL may follow.
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+                if self.transport is not None:
+                    self._reset_timeout()
             await self.push(reply.text)
         finally:
             self.busy = False

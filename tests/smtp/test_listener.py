@@ -249,3 +249,14 @@ async def test_concurrent_clients_with_aiosmtplib(start_outbox_proxy: StartProxy
     assert len(bodies) == 20
     assert all(b"message " in body for body in bodies)
     assert proxy.metric("sesproxy_messages_sent_total") == 20
+
+
+def test_an_idle_session_is_closed_after_the_timeout(start_outbox_proxy: StartProxy) -> None:
+    proxy = start_outbox_proxy({"smtp": {"timeout_seconds": 0.5}})
+    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as sock:
+        replies = sock.makefile("rb")
+        assert replies.readline().startswith(b"220")
+        started = time.monotonic()
+        assert replies.readline() == b""
+        assert time.monotonic() - started < 5
+    assert proxy.metric("sesproxy_smtp_sessions_active") == 0
