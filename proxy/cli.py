@@ -89,8 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "doctor":
             from proxy.iam.doctor import run_doctor
+            from proxy.iam.generate import session_policy
 
-            return asyncio.run(run_doctor(settings, sys.stdout, send_test_to=args.send_test))
+            return asyncio.run(
+                run_doctor(
+                    settings,
+                    sys.stdout,
+                    send_test_to=args.send_test,
+                    session_policy=session_policy(settings),
+                )
+            )
     except ConfigError as error:
         print(f"ses-proxy: config error: {error}", file=sys.stderr)
         return EXIT_CONFIG

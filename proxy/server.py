@@ -3,7 +3,7 @@
     app ──SMTP──▶ smtp/session.py ──▶ smtp/handler.py ──▶ policy.py, message.py
                                               │
                                               ▼
-                                  delivery/ (ses.py | outbox.py) ──▶ SES
+                   pacing/ (local | Redis budget) ──▶ delivery/ (ses.py | outbox.py) ──▶ SES
     aws/: credentials.py (chain, AssumeRole + session policy from iam/), ses_client.py,
           quota.py (GetSendQuota → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import signal
 import time
@@ -31,10 +30,11 @@ from proxy.aws.ses_client import SesClient
 from proxy.delivery import Delivery
 from proxy.delivery.outbox import OutboxDelivery
 from proxy.delivery.ses import SesDelivery
-from proxy.iam.generate import build_policy
+from proxy.iam.generate import session_policy
 from proxy.observability import logs
 from proxy.observability.http import HealthServer
 from proxy.observability.metrics import Metrics
+from proxy.pacing import PacedDelivery, build_budget
 from proxy.settings import ConfigError, Settings
 from proxy.smtp.handler import RelayHandler
 from proxy.smtp.session import Listeners, RelaySession
@@ -53,40 +53,20 @@ def build_rules(settings: Settings) -> policy.Rules:
     )
 
 
-# AWS's limit on the plaintext of an AssumeRole session policy.
-_SESSION_POLICY_MAX_CHARS = 2048
-
-
-def build_session_policy(settings: Settings) -> str | None:
-    """With ses.role_arn, the iam-policy JSON, passed to AssumeRole as the session policy.
-
-    Whatever the role itself grants, credentials assumed with this policy can only
-    send what this config allows: the two layers judge the same patterns.
-    """
-    role_arn = settings.ses.role_arn
-    if role_arn is None:
-        return None
-    account_id = settings.ses.account_id or role_arn.split(":")[4]
-    policy = build_policy(settings, account_id, allow_any_source_ip=True)
-    text = json.dumps(policy, separators=(",", ":"))
-    if len(text) > _SESSION_POLICY_MAX_CHARS:
-        raise ConfigError(
-            f"policy.allowed_senders: the session policy for ses.role_arn is {len(text)} "
-            f"characters, AWS accepts {_SESSION_POLICY_MAX_CHARS}; use fewer, broader patterns"
-        )
-    return text
-
-
 def build_ses_client(settings: Settings) -> SesClient | None:
     if settings.delivery.backend != "ses":
         return None
-    return SesClient(settings.ses, session_policy=build_session_policy(settings))
+    return SesClient(settings.ses, session_policy=session_policy(settings))
 
 
-def build_delivery(settings: Settings, ses: SesClient | None, metrics: Metrics) -> Delivery:
+def build_delivery(
+    settings: Settings, ses: SesClient | None, metrics: Metrics, quota: QuotaWatcher | None
+) -> Delivery:
     if ses is None:
         return OutboxDelivery(settings.delivery.outbox_dir)
-    return SesDelivery(ses, metrics)
+    # Pacing wraps SES only: the outbox has no rate to respect.
+    budget = build_budget(settings.rate, settings.ses, metrics)
+    return PacedDelivery(SesDelivery(ses, metrics), settings.rate, budget, metrics, quota)
 
 
 @contextmanager
@@ -104,8 +84,8 @@ async def serve(settings: Settings) -> int:
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()
     ses = build_ses_client(settings)
-    delivery = build_delivery(settings, ses, metrics)
     quota = QuotaWatcher(ses, metrics) if ses is not None else None
+    delivery = build_delivery(settings, ses, metrics, quota)
     handler = RelayHandler(build_rules(settings), delivery, metrics)
     listeners = Listeners(settings.smtp, metrics)
     tls_context = settings.smtp.tls_context()

@@ -1,19 +1,670 @@
-"""`ses-proxy doctor`: preflight against SES. A placeholder until issue #4's doctor part.
+"""`ses-proxy doctor`: a preflight checklist against SES, one line per check.
 
-It exists so that the CLI's dispatch type-checks; it checks nothing yet and says so.
+    ok    credentials: container-role (temporary), expires 2026-11-27T13:40:00Z (in 58 min)
+    FAIL  identity example.org: not verified (Pending) — verify it in SES (or remove …)
+    warn  quota: 14/s, 45,000 of 50,000 sent in the last 24 h (90 %) — …
+
+Exit 0 when nothing FAILed (warnings do not fail), 1 when something did; a credential
+that cannot be obtained or is refused (long-lived keys) is a ConfigError, exit 2.
+
+The checks are pure functions from SES's answers to lines; `run_doctor` alone talks
+to AWS, with the same session (`open_session`), client settings and error
+classification (`classify`) as the relay. The relay's own role is allowed nothing
+but ses:SendRawEmail, so every read call may well be AccessDenied: that is a `warn`
+naming the permission that would let doctor check it, never a failure. Any other
+error (SES unreachable, credential refused) fails the check: the relay would fail too.
+
+Nothing secret is printed: no key, token or signature ever reaches a line.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+import email.utils
+import socket
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
 
-from proxy.settings import Settings
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
+from proxy.addresses import AddressError, matches_any, parse_envelope_address
+from proxy.aws.credentials import CredentialSource, credential_expiry, open_session
+from proxy.delivery import DeliveryError
+from proxy.delivery.ses_errors import classify, unreachable
+from proxy.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ses import SESClient
+
+Status = Literal["ok", "warn", "FAIL"]
+OK: Status = "ok"
+WARN: Status = "warn"
+FAIL: Status = "FAIL"
+
+EXIT_OK = 0
 EXIT_FAILED = 1
 
+QUOTA_WARN_RATIO = 0.8
+# What SES gives an account in the sandbox (AWS docs: 200 messages per 24 h, 1/s).
+SANDBOX_QUOTA = (200.0, 1.0)
+# GetIdentityVerificationAttributes / GetIdentityDkimAttributes take 100 identities a call.
+_IDENTITIES_PER_CALL = 100
+_WILDCARDS = ("*", "?")
+_ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+_SHOWN_MESSAGE_CHARS = 200
 
-async def run_doctor(settings: Settings, out: TextIO, *, send_test_to: str | None = None) -> int:
-    """Not implemented yet: reports that and fails, so nobody mistakes it for a pass."""
-    del settings, send_test_to
-    out.write("doctor: not implemented yet (issue #4): no check was run\n")
-    return EXIT_FAILED
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One checklist line: `status  subject: text`."""
+
+    status: Status
+    subject: str
+    text: str
+
+    def render(self) -> str:
+        return f"{self.status:<6}{self.subject}: {self.text}"
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """An SES call that did not answer: the error code (or exception type), its
+    message and the HTTP status (None when there was no HTTP answer at all)."""
+
+    code: str
+    message: str
+    http_status: int | None
+
+    @property
+    def denied(self) -> bool:
+        return self.code in _ACCESS_DENIED
+
+    def as_delivery_error(self) -> DeliveryError:
+        """The relay's class for this failure (what an SMTP client would be told)."""
+        if self.http_status is None:
+            return unreachable(f"{self.code}: {self.message}")
+        return classify(self.code, self.message, self.http_status)
+
+
+@dataclass(frozen=True)
+class SenderNeed:
+    """What one allowed-sender pattern needs verified.
+
+    `named`: the identities `ses-proxy iam-policy` allows for it, most specific first
+    (the address for a literal sender, then its domain); `parents`: the parent
+    domains, which SES also accepts (a verified domain covers its subdomains) but
+    the policy does not name. Both empty when the domain is a pattern, so no
+    particular identity can be named."""
+
+    pattern: str
+    named: tuple[str, ...]
+    parents: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """In the order SES prefers them: the most specific verified one is used."""
+        return self.named + self.parents
+
+    @property
+    def literal(self) -> bool:
+        return not any(w in self.pattern for w in _WILDCARDS)
+
+
+def exit_code(lines: Iterable[Line]) -> int:
+    return EXIT_FAILED if any(line.status == FAIL for line in lines) else EXIT_OK
+
+
+def _shown(text: str) -> str:
+    """An SES message made safe for one line: no control characters, bounded."""
+    flat = "".join(c if c.isprintable() else " " for c in text).strip()
+    if len(flat) > _SHOWN_MESSAGE_CHARS:
+        return flat[:_SHOWN_MESSAGE_CHARS] + "…"
+    return flat
+
+
+def _number(value: float) -> str:
+    """14.0 -> '14', 0.5 -> '0.5', 50000 -> '50,000'."""
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(abs(seconds) // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+# ---------------------------------------------------------------------------
+# Pure checks: SES's answers in, lines out
+# ---------------------------------------------------------------------------
+
+
+def unreadable_line(subject: str, action: str, failed: CallFailed) -> Line:
+    """A read call that failed: a warning if the role may not read it, else a failure."""
+    if failed.denied:
+        return Line(
+            WARN,
+            subject,
+            f"cannot check, the credential may not call {action} (AccessDenied) — "
+            f"grant {action} to let doctor check it (the relay itself needs only "
+            "ses:SendRawEmail)",
+        )
+    error = failed.as_delivery_error()
+    if failed.http_status is None:
+        why = f"SES unreachable ({failed.code}: {_shown(failed.message)})"
+    else:
+        why = f"SES answered {failed.code} (HTTP {failed.http_status}): {_shown(failed.message)}"
+    return Line(FAIL, subject, f"cannot check, {why} — the relay would defer mail ({error.reason})")
+
+
+def credential_line(source: CredentialSource, expiry: datetime | None, now: datetime) -> Line:
+    """Where the credential comes from, whether it is temporary, when it expires."""
+    what = source.method
+    if source.assumed_role is not None:
+        what += f", role {source.assumed_role}"
+    if not source.temporary:
+        return Line(
+            WARN,
+            "credentials",
+            f"{what} (long-lived access key, accepted because ses.allow_static_credentials "
+            "is true) — prefer a role: instance profile, container or web identity",
+        )
+    if expiry is None:
+        return Line(
+            WARN,
+            "credentials",
+            f"{what} (temporary), expiry unknown — a session token that botocore cannot "
+            "refresh stops working when it expires; prefer a role it can refresh",
+        )
+    left = (expiry - now).total_seconds()
+    stamp = expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if left <= 0:
+        return Line(
+            WARN,
+            "credentials",
+            f"{what} (temporary), expired {stamp} ({_duration(left)} ago) — botocore "
+            "refreshes it on the next call; if this stays, the source serves stale credentials",
+        )
+    return Line(OK, "credentials", f"{what} (temporary), expires {stamp} (in {_duration(left)})")
+
+
+def sender_needs(patterns: Sequence[str]) -> list[SenderNeed]:
+    """For each allowed-sender pattern, the identities that would cover it.
+
+    SES accepts a Source when its address identity is verified, else its domain
+    identity, else a parent domain's: a literal address needs one of those;
+    `*@domain` needs the domain (or a parent)."""
+    needs = []
+    for pattern in dict.fromkeys(p.lower() for p in patterns):
+        local, at, domain = pattern.rpartition("@")
+        if not at or not domain or any(w in domain for w in _WILDCARDS):
+            needs.append(SenderNeed(pattern, ()))
+            continue
+        labels = domain.split(".")
+        parents = tuple(".".join(labels[i:]) for i in range(1, len(labels) - 1))
+        named = (domain,) if any(w in local for w in _WILDCARDS) else (pattern, domain)
+        needs.append(SenderNeed(pattern, named, parents))
+    return needs
+
+
+def identities_to_query(needs: Iterable[SenderNeed]) -> list[str]:
+    return list(dict.fromkeys(name for need in needs for name in need.candidates))
+
+
+def covering_identity(need: SenderNeed, statuses: Mapping[str, str]) -> str | None:
+    """The first candidate SES reports verified, or None."""
+    for name in need.candidates:
+        if statuses.get(name) == "Success":
+            return name
+    return None
+
+
+def identity_lines(
+    needs: Sequence[SenderNeed], statuses: Mapping[str, str], region: str
+) -> list[Line]:
+    """Verification of the identities the senders need.
+
+    `statuses` maps identity name to SES's VerificationStatus (Success, Pending,
+    Failed, TemporaryFailure, NotStarted); an identity SES does not know is absent.
+    One ok line per verified identity (naming the literal senders it covers when
+    they are not its own name), one FAIL per sender pattern nothing the IAM policy
+    allows covers (a verified parent domain alone does not do)."""
+    covered: dict[str, list[str]] = {}
+    failures: list[Line] = []
+    for need in needs:
+        if not need.candidates:
+            failures.append(
+                Line(
+                    WARN,
+                    f"identity for {need.pattern}",
+                    "the domain is a pattern, so doctor cannot tell which identities it "
+                    "needs — check in SES that every domain it should match is verified",
+                )
+            )
+            continue
+        name = covering_identity(need, statuses)
+        if name in need.parents:
+            domain = need.named[-1]
+            failures.append(
+                Line(
+                    FAIL,
+                    f"identity {domain}",
+                    f"not verified itself, only its parent domain {name} is: SES then "
+                    f"authorizes {need.pattern} against identity/{name}, which "
+                    "`ses-proxy iam-policy` does not allow, so sends would be AccessDenied "
+                    f"— verify {domain} in SES",
+                )
+            )
+            continue
+        if name is not None:
+            covered.setdefault(name, []).append(need.pattern)
+            continue
+        domain = need.named[-1]
+        subject = f"identity {need.named[0]}"
+        if len(need.named) == 1:
+            text = f"not verified ({_status_phrase(statuses.get(domain), region)})"
+            fix = "verify it in SES"
+        else:
+            address = need.named[0]
+            if address not in statuses and domain not in statuses:
+                text = f"neither it nor its domain {domain} is an SES identity in {region}"
+            else:
+                text = (
+                    f"not verified, nor is its domain {domain} ({address}: "
+                    f"{_status_phrase(statuses.get(address), region)}; {domain}: "
+                    f"{_status_phrase(statuses.get(domain), region)})"
+                )
+            fix = f"verify {domain} (or the address) in SES"
+        failures.append(
+            Line(
+                FAIL,
+                subject,
+                f"{text} — {fix} (or remove {need.pattern} from policy.allowed_senders)",
+            )
+        )
+    lines = []
+    for name, patterns in covered.items():
+        others = [p for p in patterns if p not in (name, f"*@{name}")]
+        suffix = f" (covers {', '.join(others)})" if others else ""
+        lines.append(Line(OK, f"identity {name}", f"verified{suffix}"))
+    return lines + failures
+
+
+def _status_phrase(status: str | None, region: str) -> str:
+    if status is None:
+        return f"not an SES identity in {region}"
+    return status
+
+
+def dkim_lines(identities: Sequence[str], dkim: Mapping[str, tuple[bool, str]]) -> list[Line]:
+    """DKIM of the identities the senders use. `dkim` maps identity name to
+    (DkimEnabled, DkimVerificationStatus). Problems are warnings: mail still goes
+    out, signed only by amazonses.com, and fails DMARC alignment."""
+    lines = []
+    for name in identities:
+        domain = name.rpartition("@")[2]
+        answer = dkim.get(name)
+        if answer is None:
+            lines.append(Line(WARN, f"identity {name}", "DKIM status not reported by SES"))
+            continue
+        enabled, status = answer
+        if not enabled:
+            lines.append(
+                Line(
+                    WARN,
+                    f"identity {name}",
+                    "DKIM not enabled — mail is signed only by amazonses.com and fails "
+                    f"DMARC alignment; enable Easy DKIM for {domain} in SES",
+                )
+            )
+        elif status != "Success":
+            lines.append(
+                Line(
+                    WARN,
+                    f"identity {name}",
+                    f"DKIM enabled but not verified ({status}) — publish the CNAME records "
+                    f"SES lists for {domain}",
+                )
+            )
+        else:
+            lines.append(Line(OK, f"identity {name}", "DKIM enabled"))
+    return lines
+
+
+def no_configuration_set_line() -> Line:
+    return Line(
+        WARN,
+        "configuration set",
+        "none configured — without one SES uses TLS opportunistically and may deliver in "
+        "clear; set ses.configuration_set to a set whose TLS policy is Require",
+    )
+
+
+def configuration_set_line(name: str, tls_policy: str | None) -> Line:
+    """`tls_policy` is DeliveryOptions.TlsPolicy; None when SES sent no DeliveryOptions,
+    which means the default, Optional."""
+    subject = f"configuration set {name}"
+    if tls_policy == "Require":
+        return Line(OK, subject, "exists, TLS policy Require")
+    shown = tls_policy or "Optional (not set)"
+    return Line(
+        FAIL, subject, f"TLS policy {shown} — set it to Require so SES never sends in clear"
+    )
+
+
+def missing_configuration_set_line(name: str, region: str) -> Line:
+    return Line(
+        FAIL,
+        f"configuration set {name}",
+        f"does not exist in {region} — create it (TLS policy Require) or fix "
+        "ses.configuration_set; the relay would defer every message (451 4.3.5)",
+    )
+
+
+def sending_line(enabled: bool) -> Line:
+    if enabled:
+        return Line(OK, "account sending", "enabled")
+    return Line(
+        FAIL,
+        "account sending",
+        "disabled — SES has paused sending for this account in this region, the relay "
+        "would defer every message (451 4.3.2); see the SES console's reputation page",
+    )
+
+
+def quota_lines(
+    max_send_rate: float,
+    max_24h_send: float,
+    sent_last_24h: float,
+    configured_rate: float | None = None,
+) -> list[Line]:
+    """GetSendQuota's answer, and the configured pacing rate against it."""
+    rate = f"{_number(max_send_rate)}/s"
+    lines = []
+    if max_24h_send < 0:
+        lines.append(
+            Line(
+                OK,
+                "quota",
+                f"{rate}, {_number(sent_last_24h)} sent in the last 24 h (no daily limit)",
+            )
+        )
+    else:
+        used = sent_last_24h / max_24h_send if max_24h_send > 0 else 1.0
+        text = (
+            f"{rate}, {_number(sent_last_24h)} of {_number(max_24h_send)} sent in the last "
+            f"24 h ({round(used * 100)} %)"
+        )
+        if used >= 1:
+            lines.append(
+                Line(
+                    FAIL,
+                    "quota",
+                    f"{text} — the daily quota is spent, SES refuses every send until the "
+                    "rolling window frees some (451 4.4.5); request a higher quota",
+                )
+            )
+        elif used > QUOTA_WARN_RATIO:
+            lines.append(
+                Line(
+                    WARN,
+                    "quota",
+                    f"{text} — above {round(QUOTA_WARN_RATIO * 100)} %; request a higher "
+                    "quota before the relay starts deferring mail (451 4.4.5)",
+                )
+            )
+        else:
+            lines.append(Line(OK, "quota", text))
+        if (max_24h_send, max_send_rate) == SANDBOX_QUOTA:
+            lines.append(
+                Line(
+                    WARN,
+                    "quota",
+                    "200 a day at 1/s is the SES sandbox: only verified recipients get mail; "
+                    "request production access",
+                )
+            )
+    if configured_rate is not None and configured_rate > max_send_rate:
+        lines.append(
+            Line(
+                WARN,
+                "rate",
+                f"rate.max_send_rate {_number(configured_rate)}/s is above SES's "
+                f"MaxSendRate {rate}, which SES throttles beyond — lower it, or request a "
+                "higher sending rate",
+            )
+        )
+    return lines
+
+
+def probe_sender(patterns: Sequence[str]) -> str | None:
+    """The first literal allowed sender (no wildcard), the test message's Source."""
+    for need in sender_needs(patterns):
+        if need.literal and need.named:
+            return need.pattern
+    return None
+
+
+def probe_message(sender: str, to: str, now: datetime, hostname: str) -> bytes:
+    """A small plain-text message, with CRLF line ends as SMTP would carry it."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = "ses-proxy doctor test message"
+    message["Date"] = email.utils.format_datetime(now)
+    message["Message-ID"] = email.utils.make_msgid("ses-proxy-doctor", sender.rpartition("@")[2])
+    message.set_content(
+        f"This message was sent by `ses-proxy doctor --send-test` on {hostname}\n"
+        "to check that this relay's credential can send through Amazon SES.\n"
+        "No action is needed.\n",
+        charset="us-ascii",
+    )
+    return message.as_bytes()
+
+
+def probe_line(to: str, result: str | DeliveryError) -> Line:
+    """The outcome of the test SendRawEmail: SES's MessageId, or the relay's class."""
+    subject = f"test send to {to}"
+    if isinstance(result, str):
+        return Line(OK, subject, f"MessageId {result}")
+    return Line(
+        FAIL,
+        subject,
+        f"not sent ({result.reason}): the relay would answer {result.reply!r} — {result.detail}",
+    )
+
+
+# ---------------------------------------------------------------------------
+# I/O: the only place that talks to AWS
+# ---------------------------------------------------------------------------
+
+
+async def _ask(call: Awaitable[T]) -> T | CallFailed:
+    try:
+        return await call
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return CallFailed(
+            str(details.get("Code", "")), _shown(str(details.get("Message", ""))), status
+        )
+    except (BotoCoreError, OSError, TimeoutError) as error:
+        return CallFailed(type(error).__name__, _shown(str(error)), None)
+
+
+async def _check_identities(client: SESClient, settings: Settings) -> list[Line]:
+    region = settings.ses.region
+    needs = sender_needs(settings.policy.allowed_senders)
+    names = identities_to_query(needs)
+    statuses: dict[str, str] = {}
+    for start in range(0, len(names), _IDENTITIES_PER_CALL):
+        answer = await _ask(
+            client.get_identity_verification_attributes(
+                Identities=names[start : start + _IDENTITIES_PER_CALL]
+            )
+        )
+        if isinstance(answer, CallFailed):
+            return [unreadable_line("identities", "ses:GetIdentityVerificationAttributes", answer)]
+        for name, attributes in answer["VerificationAttributes"].items():
+            statuses[name.lower()] = attributes["VerificationStatus"]
+    lines = identity_lines(needs, statuses, region)
+    used = list(dict.fromkeys(c for n in needs if (c := covering_identity(n, statuses))))
+    if not used:
+        return lines
+    dkim: dict[str, tuple[bool, str]] = {}
+    for start in range(0, len(used), _IDENTITIES_PER_CALL):
+        dkim_answer = await _ask(
+            client.get_identity_dkim_attributes(
+                Identities=used[start : start + _IDENTITIES_PER_CALL]
+            )
+        )
+        if isinstance(dkim_answer, CallFailed):
+            return [*lines, unreadable_line("DKIM", "ses:GetIdentityDkimAttributes", dkim_answer)]
+        for name, attrs in dkim_answer["DkimAttributes"].items():
+            dkim[name.lower()] = (attrs["DkimEnabled"], attrs["DkimVerificationStatus"])
+    return lines + dkim_lines(used, dkim)
+
+
+async def _check_configuration_set(client: SESClient, settings: Settings) -> Line:
+    name = settings.ses.configuration_set
+    if name is None:
+        return no_configuration_set_line()
+    answer = await _ask(
+        client.describe_configuration_set(
+            ConfigurationSetName=name, ConfigurationSetAttributeNames=["deliveryOptions"]
+        )
+    )
+    if isinstance(answer, CallFailed):
+        if answer.code in ("ConfigurationSetDoesNotExist", "ConfigurationSetDoesNotExistException"):
+            return missing_configuration_set_line(name, settings.ses.region)
+        return unreadable_line(f"configuration set {name}", "ses:DescribeConfigurationSet", answer)
+    return configuration_set_line(name, answer.get("DeliveryOptions", {}).get("TlsPolicy"))
+
+
+async def _check_sending(client: SESClient) -> Line:
+    answer = await _ask(client.get_account_sending_enabled())
+    if isinstance(answer, CallFailed):
+        return unreadable_line("account sending", "ses:GetAccountSendingEnabled", answer)
+    return sending_line(bool(answer["Enabled"]))
+
+
+async def _check_quota(client: SESClient, settings: Settings) -> list[Line]:
+    answer = await _ask(client.get_send_quota())
+    if isinstance(answer, CallFailed):
+        return [unreadable_line("quota", "ses:GetSendQuota", answer)]
+    configured = settings.rate.max_send_rate
+    return quota_lines(
+        answer["MaxSendRate"],
+        answer["Max24HourSend"],
+        answer["SentLast24Hours"],
+        None if isinstance(configured, str) else configured,
+    )
+
+
+async def _test_send(client: SESClient, settings: Settings, to: str) -> Line:
+    subject = f"test send to {to}"
+    sender = probe_sender(settings.policy.allowed_senders)
+    if sender is None:
+        return Line(
+            FAIL,
+            subject,
+            "policy.allowed_senders has no literal address to send from (only patterns); "
+            "add one, e.g. noreply@your-domain",
+        )
+    if not matches_any(settings.policy.allowed_recipients, to):
+        return Line(
+            FAIL,
+            subject,
+            "not in policy.allowed_recipients, so the relay would refuse it: not sent; "
+            "pick an allowed recipient",
+        )
+    raw = probe_message(sender, to, datetime.now(UTC), socket.gethostname())
+    configuration_set = settings.ses.configuration_set
+    call = (
+        client.send_raw_email(
+            Source=sender,
+            Destinations=[to],
+            RawMessage={"Data": raw},
+            ConfigurationSetName=configuration_set,
+        )
+        if configuration_set is not None
+        else client.send_raw_email(Source=sender, Destinations=[to], RawMessage={"Data": raw})
+    )
+    answer = await _ask(call)
+    if isinstance(answer, CallFailed):
+        return probe_line(to, answer.as_delivery_error())
+    return probe_line(to, answer["MessageId"])
+
+
+async def checks(client: SESClient, settings: Settings, to: str | None) -> AsyncIterator[Line]:
+    """Every SES check in order, each line as soon as it is known; `to` adds the test send."""
+    for line in await _check_identities(client, settings):
+        yield line
+    yield await _check_configuration_set(client, settings)
+    yield await _check_sending(client)
+    for line in await _check_quota(client, settings):
+        yield line
+    if to is not None:
+        yield await _test_send(client, settings, to)
+
+
+def _recipient(send_test_to: str) -> str:
+    try:
+        return parse_envelope_address(send_test_to)
+    except AddressError as error:
+        raise ConfigError(f"--send-test: {error}") from None
+
+
+async def run_doctor(
+    settings: Settings,
+    out: TextIO,
+    *,
+    send_test_to: str | None = None,
+    session_policy: str | None = None,
+) -> int:
+    """Run the checklist, writing each line as it is known; the exit code.
+
+    `session_policy` is what AssumeRole carries when ses.role_arn is set: pass the
+    relay's own, so doctor sees exactly what the relay would be allowed."""
+    to = _recipient(send_test_to) if send_test_to is not None else None
+    lines: list[Line] = []
+
+    def emit(*new: Line) -> None:
+        for line in new:
+            lines.append(line)
+            out.write(line.render() + "\n")
+        out.flush()
+
+    ses = settings.ses
+    try:
+        session, source = await open_session(ses, session_policy)
+    except ClientError as error:
+        # AssumeRole refused: nothing else can be checked with this credential.
+        code = error.response.get("Error", {}).get("Code", "")
+        message = _shown(str(error.response.get("Error", {}).get("Message", "")))
+        raise ConfigError(f"ses.role_arn: AssumeRole failed ({code}: {message})") from None
+    except BotoCoreError as error:
+        raise ConfigError(
+            f"credentials: cannot be obtained ({type(error).__name__}: {_shown(str(error))})"
+        ) from None
+    emit(credential_line(source, credential_expiry(session), datetime.now(UTC)))
+
+    config = AioConfig(
+        connect_timeout=ses.connect_timeout_seconds,
+        read_timeout=ses.read_timeout_seconds,
+        retries={"mode": "standard", "total_max_attempts": 1},
+    )
+    async with session.create_client(
+        "ses", region_name=ses.region, endpoint_url=ses.endpoint_url, config=config
+    ) as client:
+        async for line in checks(client, settings, to):
+            emit(line)
+    return exit_code(lines)

@@ -147,6 +147,31 @@ def build_policy(
     }
 
 
+# AWS's limit on the plaintext of an AssumeRole session policy.
+SESSION_POLICY_MAX_CHARS = 2048
+
+
+def session_policy(settings: Settings) -> str | None:
+    """With ses.role_arn, the policy JSON to pass to AssumeRole as the session policy.
+
+    Whatever the role itself grants, credentials assumed with it can only do what
+    this config allows: the local policy and IAM judge the same patterns.
+    """
+    role_arn = settings.ses.role_arn
+    if role_arn is None:
+        return None
+    account_id = settings.ses.account_id or role_arn.split(":")[4]
+    text = json.dumps(
+        build_policy(settings, account_id, allow_any_source_ip=True), separators=(",", ":")
+    )
+    if len(text) > SESSION_POLICY_MAX_CHARS:
+        raise ConfigError(
+            f"policy.allowed_senders: the session policy for ses.role_arn is {len(text)} "
+            f"characters, AWS accepts {SESSION_POLICY_MAX_CHARS}; use fewer, broader patterns"
+        )
+    return text
+
+
 def render_json(policy: Mapping[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
