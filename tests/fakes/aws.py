@@ -218,6 +218,8 @@ class FakeAWS(BackgroundServer):
         self.sent_last_24h: float = 0.0  # recipients
         self.sending_enabled: bool = True
         self.enforce_rate: bool = False
+        # Actions this caller is not authorized for (AccessDenied), like a least-privilege role.
+        self.denied_actions: set[str] = set()
         # Verified sender identities (addresses or domains). SES refuses any other Source.
         self.identities: dict[str, IdentityState] = {
             "example.com": IdentityState(),
@@ -507,6 +509,14 @@ class FakeAWS(BackgroundServer):
         self, action: str, params: dict[str, str], key_id: str, request_id: str
     ) -> tuple[int, str]:
         ns = STS_NS if action in _STS_ACTIONS else SES_NS
+        if action in self.denied_actions:
+            caller = self._principals.get(key_id, f"arn:aws:iam::{self.account_id}:user/unknown")
+            service = "sts" if action in _STS_ACTIONS else "ses"
+            raise AwsError(
+                403,
+                "AccessDenied",
+                f"User `{caller}' is not authorized to perform `{service}:{action}'",
+            )
         if action == "SendRawEmail":
             result = await self._send_raw_email(params, key_id)
             return 200, _ok_xml(action, ns, result, request_id)

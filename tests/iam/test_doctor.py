@@ -9,11 +9,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from botocore.exceptions import ClientError
 
 from proxy.aws.credentials import CredentialSource
 from proxy.delivery import DeliveryError
@@ -25,7 +24,6 @@ from proxy.iam.doctor import (
     CallFailed,
     Line,
     SenderNeed,
-    checks,
     configuration_set_line,
     credential_line,
     dkim_lines,
@@ -46,10 +44,9 @@ from tests.conftest import ALLOWED_SENDERS
 from tests.fakes.aws import FakeAWS, IdentityState
 from tests.fakes.credentials import FakeContainerCredentials
 from tests.harness import deep_merge
-from tests.iam.configs import make_settings
 
 if TYPE_CHECKING:
-    from types_aiobotocore_ses import SESClient
+    pass
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 12, 42, tzinfo=UTC)
@@ -281,59 +278,8 @@ def test_probe_line() -> None:
     assert line.text.startswith("not sent (rejected): the relay would answer '554 5.7.1")
 
 
-class _LeastPrivilegeClient:
-    """What the relay's own role sees: every read call AccessDenied, sending allowed."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        async def denied(**kwargs: Any) -> Any:
-            response: Any = {
-                "Error": {"Code": "AccessDenied", "Message": f"not authorized: {name}"},
-                "ResponseMetadata": {"HTTPStatusCode": 403},
-            }
-            raise ClientError(response, name)
-
-        return denied
-
-    async def send_raw_email(self, **kwargs: Any) -> dict[str, Any]:
-        self.sent.append(kwargs)
-        return {"MessageId": "0107-test"}
-
-
-async def test_least_privilege_role_gets_warnings_not_failures() -> None:
-    stub = _LeastPrivilegeClient()
-    settings = make_settings(configuration_set="tls-required")
-    client = cast("SESClient", stub)
-    lines = [line async for line in checks(client, settings, "you@example.net")]
-    assert [(line.status, line.subject) for line in lines] == [
-        (WARN, "identities"),
-        (WARN, "configuration set tls-required"),
-        (WARN, "account sending"),
-        (WARN, "quota"),
-        (OK, "test send to you@example.net"),
-    ]
-    for line, action in zip(
-        lines,
-        [
-            "ses:GetIdentityVerificationAttributes",
-            "ses:DescribeConfigurationSet",
-            "ses:GetAccountSendingEnabled",
-            "ses:GetSendQuota",
-        ],
-        strict=False,
-    ):
-        assert f"grant {action} " in line.text
-    assert exit_code(lines) == 0
-    [sent] = stub.sent
-    assert sent["Source"] == "noreply@example.com"
-    assert sent["ConfigurationSetName"] == "tls-required"
-
-
 # ---------------------------------------------------------------------------
 # The command, against FakeAWS with container credentials
-# ---------------------------------------------------------------------------
 
 Doctor = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -496,6 +442,7 @@ def test_send_test_sends_one_message(doctor: Doctor, fake_aws: FakeAWS) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     [sent] = fake_aws.sent
     assert sent.source == "noreply@example.com"
+    assert sent.configuration_set == "tls-required"
     assert sent.destinations == ["you@example.net"]
     assert sent.configuration_set == "tls-required"
     assert _lines(result.stdout)[-1] == (
@@ -587,3 +534,41 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_least_privilege_role_gets_warnings_not_failures(
+    doctor: Doctor, fake_aws: FakeAWS
+) -> None:
+    # What the relay's own role sees: every read call refused, sending allowed.
+    fake_aws.denied_actions = {
+        "GetIdentityVerificationAttributes",
+        "GetIdentityDkimAttributes",
+        "DescribeConfigurationSet",
+        "GetAccountSendingEnabled",
+        "GetSendQuota",
+    }
+    result = doctor(None, "--send-test", "you@example.net")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = _lines(result.stdout)
+    statuses = [(line.split()[0], line.split(maxsplit=1)[1].split(":")[0]) for line in lines[1:]]
+    assert statuses == [
+        ("warn", "identities"),
+        ("warn", "configuration set tls-required"),
+        ("warn", "account sending"),
+        ("warn", "quota"),
+        ("ok", "test send to you@example.net"),
+    ]
+    for line, action in zip(
+        lines[1:],
+        [
+            "ses:GetIdentityVerificationAttributes",
+            "ses:DescribeConfigurationSet",
+            "ses:GetAccountSendingEnabled",
+            "ses:GetSendQuota",
+        ],
+        strict=False,
+    ):
+        assert f"grant {action} " in line
+    [sent] = fake_aws.sent
+    assert sent.source == "noreply@example.com"
+    assert sent.configuration_set == "tls-required"
