@@ -21,6 +21,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from prometheus_client import disable_created_metrics
 
@@ -103,24 +104,17 @@ async def serve(settings: Settings) -> int:
         smtp = settings.smtp
         with _naming_the_key("metrics.port", settings.metrics.host, settings.metrics.port):
             await health.start(settings.metrics.host, settings.metrics.port)
-        with _naming_the_key("smtp.port", smtp.host, smtp.port):
-            servers.append(
-                await loop.create_server(
-                    lambda: RelaySession(handler, listeners, tls_context, implicit_tls=False),
-                    smtp.host,
-                    smtp.port,
-                )
-            )
+        # The plain port (STARTTLS when a certificate is set) and the implicit-TLS port.
+        ports = [("smtp.port", smtp.port, False)]
         if smtp.tls_port is not None:
-            with _naming_the_key("smtp.tls_port", smtp.host, smtp.tls_port):
-                servers.append(
-                    await loop.create_server(
-                        lambda: RelaySession(handler, listeners, tls_context, implicit_tls=True),
-                        smtp.host,
-                        smtp.tls_port,
-                        ssl=tls_context,
-                    )
+            ports.append(("smtp.tls_port", smtp.tls_port, True))
+        for key, port, implicit_tls in ports:
+            session = partial(RelaySession, handler, listeners, tls_context, implicit_tls)
+            with _naming_the_key(key, smtp.host, port):
+                server = await loop.create_server(
+                    session, smtp.host, port, ssl=tls_context if implicit_tls else None
                 )
+            servers.append(server)
         log.info(
             "listening",
             extra={
