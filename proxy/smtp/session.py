@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import ssl
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
 
@@ -25,6 +26,22 @@ from proxy.observability.metrics import Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp import replies
 from proxy.smtp.handler import ReceivedData, RelayHandler
+
+# aiosmtpd's own error replies carry no enhanced status code; having advertised
+# ENHANCEDSTATUSCODES, we owe one on every 4xx/5xx reply (RFC 2034).
+_ENHANCED_DEFAULTS = {
+    "454": "4.7.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "555": "5.5.4",
+}
+_HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
 
 # RFC 5321 4.5.3.1.6: 998 octets plus CRLF, plus one for a dot added by stuffing.
 _MAX_LINE = 1001
@@ -155,6 +172,14 @@ class RelaySession(SMTP):
         if self.transport is not None:
             self.transport.close()
 
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and status[3:4] == " ":
+            enhanced = _ENHANCED_DEFAULTS.get(status[:3])
+            if enhanced is not None and not _HAS_ENHANCED.match(status, 4):
+                await super().push(f"{status[:3]} {enhanced} {status[4:]}")
+                return
+        await super().push(status)
+
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         self.listeners.metrics.messages_rejected.labels("auth").inc()
@@ -166,8 +191,7 @@ class RelaySession(SMTP):
             return
         envelope = self.envelope
         assert envelope is not None
-        assert envelope.mail_from is not None
-        if not envelope.rcpt_tos:
+        if not envelope.rcpt_tos or envelope.mail_from is None:
             await self.push(replies.NEED_RCPT.text)
             return
         if arg:
