@@ -42,6 +42,9 @@ _ENHANCED_DEFAULTS = {
     "555": "5.5.4",
 }
 _HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}( |$)")
+# aiosmtpd echoes an unknown command back in its reply; a CR inside it must not
+# reach the client as part of a reply line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # RFC 5321 4.5.3.1.6: 998 octets plus CRLF, plus one for a dot added by stuffing.
 _MAX_LINE = 1001
@@ -173,12 +176,14 @@ class RelaySession(SMTP):
             self.transport.close()
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str) and status[3:4] == " ":
-            enhanced = _ENHANCED_DEFAULTS.get(status[:3])
-            if enhanced is not None and not _HAS_ENHANCED.match(status, 4):
-                await super().push(f"{status[:3]} {enhanced} {status[4:]}")
-                return
-        await super().push(status)
+        if not isinstance(status, str):
+            await super().push(status)
+            return
+        reply = _CONTROL.sub("?", status)
+        enhanced = _ENHANCED_DEFAULTS.get(reply[:3]) if reply[3:4] == " " else None
+        if enhanced is not None and not _HAS_ENHANCED.match(reply, 4):
+            reply = f"{reply[:3]} {enhanced} {reply[4:]}"
+        await super().push(reply)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
