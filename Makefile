@@ -30,3 +30,20 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis outbox
+
+# ---------------------------------------------------------------------------------
+# Deploy artefacts (issue #3): container image with buildah, see deploy/README.md.
+# `make test` already runs tests/deploy (promtool, prometheus, kubernetes-validate,
+# systemd-analyze); these targets build and run the image, which needs root + buildah.
+IMAGE ?= localhost/ses-proxy:test
+
+.PHONY: image-base image image-test
+
+image-base:
+	deploy/container/make-local-base.sh
+
+image:
+	deploy/container/build.sh $(IMAGE)
+
+image-test: $(STAMP)
+	SES_PROXY_IMAGE_TEST=1 $(BIN)/pytest -q -rs tests/deploy/test_image.py
