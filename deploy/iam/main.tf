@@ -44,6 +44,22 @@ resource "aws_iam_policy" "ses_proxy_send" {
           }
         }
       },
+      {
+        "Sid" = "SesProxyGetSendQuota"
+        "Effect" = "Allow"
+        "Action" = "ses:GetSendQuota"
+        "Resource" = "*"
+        "Condition" = {
+          "IpAddress" = {
+            "aws:SourceIp" = [
+              "203.0.113.10/32",
+            ]
+          }
+          "Bool" = {
+            "aws:SecureTransport" = "true"
+          }
+        }
+      },
     ]
   })
 }

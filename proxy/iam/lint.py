@@ -10,7 +10,8 @@ Two sources of findings, one line each (`FILE: SEVERITY CODE: message — fix: .
   not exist (ses:RequireTLS, ses:MessageSize: an Allow naming them never matches,
   so it denies every send), bad CIDRs, no aws:SourceIp, single-valued or
   ForAnyValue operators on the multivalued ses:Recipients, wildcard resources,
-  actions beyond sending.
+  actions beyond sending (ses:GetSendQuota, read-only, is what pacing needs, and its
+  Resource can only be "*": neither is a finding).
 
 Exit codes: 0 clean, 1 findings, 2 a file unreadable or not JSON (with line:col).
 """
@@ -32,6 +33,8 @@ from proxy.iam.evaluate import glob_match
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
 SEND_ACTIONS = ("ses:SendRawEmail", "ses:SendEmail")
+# Read-only actions the proxy calls besides sending; none has resource-level permissions.
+READ_ACTIONS = ("ses:GetSendQuota",)
 SES_SEND_KEYS = (
     "ses:FromAddress, ses:FromDisplayName, ses:Recipients, ses:FeedbackAddress, "
     "ses:ApiVersion and the globals aws:SourceIp, aws:SecureTransport, aws:SourceVpce"
@@ -179,7 +182,7 @@ def _check_actions(label: str, statement: Mapping[str, Any]) -> list[Finding]:
             )
         ]
     findings = []
-    allowed = {a.lower() for a in SEND_ACTIONS}
+    allowed = {a.lower() for a in SEND_ACTIONS + READ_ACTIONS}
     for action in _as_list(statement.get("Action", [])):
         text = str(action)
         if text.lower() in allowed:
@@ -211,6 +214,9 @@ def _check_resources(label: str, statement: Mapping[str, Any]) -> list[Finding]:
                 fix,
             )
         ]
+    actions = {str(a).lower() for a in _as_list(statement.get("Action", []))}
+    if actions and actions <= {a.lower() for a in READ_ACTIONS}:
+        return []  # "*" is the only resource these actions accept
     findings = []
     for resource in _as_list(statement.get("Resource", [])):
         text = str(resource)

@@ -29,9 +29,26 @@ CFN_LINT = Path(sys.executable).with_name("cfn-lint")
 
 
 def statement(policy: dict[str, Any]) -> dict[str, Any]:
-    [only] = policy["Statement"]
+    """The sending statement (the other one lets pacing read the quota)."""
+    [only] = [s for s in policy["Statement"] if s["Action"] == "ses:SendRawEmail"]
     assert isinstance(only, dict)
     return only
+
+
+def test_the_only_other_statement_reads_the_send_quota_from_the_same_hosts() -> None:
+    settings = make_settings(source_ips=["203.0.113.7/32"], recipients=["*@example.com"])
+    send, quota = build_policy(settings, ACCOUNT)["Statement"]
+    assert send["Action"] == "ses:SendRawEmail"
+    assert quota == {
+        "Sid": "SesProxyGetSendQuota",
+        "Effect": "Allow",
+        "Action": "ses:GetSendQuota",
+        "Resource": "*",
+        "Condition": {
+            "IpAddress": {"aws:SourceIp": ["203.0.113.7/32"]},
+            "Bool": {"aws:SecureTransport": "true"},
+        },
+    }
 
 
 def test_policy_allows_only_send_raw_email_under_every_condition() -> None:

@@ -156,6 +156,16 @@ def test_resource_star() -> None:
     assert "iam-policy" in found[0].fix
 
 
+def test_reading_the_send_quota_on_star_is_not_a_finding() -> None:
+    # Pacing needs it; it has no resource-level permissions, so "*" is the only way.
+    from_hosts = {"IpAddress": {"aws:SourceIp": "203.0.113.7/32"}}
+    assert lint_text(policy("ses:GetSendQuota", "*", from_hosts)) == []
+    # Anything else in the same statement is still judged.
+    found = codes(policy(["ses:GetSendQuota", "ses:SendBounce"], "*", from_hosts))
+    assert "ACTION_BEYOND_SENDING" in found
+    assert "RESOURCE_WILDCARD" in found
+
+
 @pytest.mark.parametrize(
     "action", ["ses:*", "ses:Send*", "*", ["ses:SendRawEmail", "ses:SendBounce"]]
 )

@@ -1,0 +1,240 @@
+"""PacedDelivery in process: a scripted inner delivery, a stub quota and an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import pytest
+
+from proxy.aws.quota import SendQuota
+from proxy.delivery import DeliveryError, Envelope, TransientDeliveryError
+from proxy.delivery.ses_errors import classify
+from proxy.observability.metrics import Metrics
+from proxy.pacing import QUOTA_PROBE_AFTER_SECONDS, PacedDelivery
+from proxy.pacing.local import LocalBudget
+from proxy.settings import RateSettings
+
+THROTTLED = classify("Throttling", "Maximum sending rate exceeded.", 400)
+DAILY = classify("Throttling", "Daily message quota exceeded.", 400)
+
+
+class Clock:
+    """A clock that moves only when a sleeper asks it to (if `moving`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.moving = True
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if self.moving:
+            self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Inner:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.errors: deque[DeliveryError] = deque()
+        self.calls: list[tuple[float, int]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+    async def send(self, envelope: Envelope, raw: bytes) -> str:
+        self.calls.append((self.clock(), len(envelope.recipients)))
+        if self.errors:
+            raise self.errors.popleft()
+        return f"id-{len(self.calls)}"
+
+
+class Quota:
+    def __init__(self, quota: SendQuota | None) -> None:
+        self.latest = quota
+        self.next: SendQuota | None = None
+        self.refreshes = 0
+
+    async def refresh(self) -> SendQuota | None:
+        self.refreshes += 1
+        if self.next is not None:
+            self.latest, self.next = self.next, None
+        return self.latest
+
+
+def envelope(recipients: int = 1) -> Envelope:
+    return Envelope("noreply@example.com", tuple(f"r{i}@example.net" for i in range(recipients)))
+
+
+async def paced(
+    clock: Clock,
+    quota: Quota | None = None,
+    max_send_rate: float | str = 10.0,
+    max_wait: float = 30.0,
+) -> tuple[PacedDelivery, Inner, Metrics]:
+    inner = Inner(clock)
+    metrics = Metrics()
+    settings = RateSettings(max_send_rate=max_send_rate, max_wait_seconds=max_wait)  # type: ignore[arg-type]
+    delivery = PacedDelivery(
+        inner, settings, LocalBudget(clock), metrics, quota, clock=clock, sleep=clock.sleep
+    )
+    await delivery.start()
+    return delivery, inner, metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_messages_go_one_interval_apart_and_each_wait_is_observed() -> None:
+    clock = Clock()
+    delivery, inner, metrics = await paced(clock)
+    for _ in range(3):
+        await delivery.send(envelope(), b"x")
+    starts = [at - inner.calls[0][0] for at, _ in inner.calls]
+    assert starts == pytest.approx([0.0, 0.1, 0.2])
+    assert sample(metrics, "sesproxy_rate_wait_seconds_count") == 3
+    assert sample(metrics, "sesproxy_rate_limit_recipients_per_second") == 10.0
+
+
+async def test_beyond_max_wait_is_a_rate_deferral_and_nothing_is_sent() -> None:
+    clock = Clock()
+    clock.moving = False  # every caller arrives at the same instant
+    delivery, inner, _ = await paced(clock, max_wait=1.0)
+    results = await asyncio.gather(
+        *(delivery.send(envelope(), b"x") for _ in range(15)), return_exceptions=True
+    )
+    sent = [r for r in results if isinstance(r, str)]
+    deferred = [r for r in results if isinstance(r, TransientDeliveryError)]
+    # An empty bucket at 10/s: slots at 0.1 … 1.0 s fit within one second.
+    assert len(sent) == 10
+    assert len(deferred) == 5
+    assert {(e.reason, e.reply[:9]) for e in deferred} == {("rate", "451 4.4.5")}
+    assert len(inner.calls) == 10
+    # Served in arrival order: the first ten callers got the slots.
+    assert results[:10] == sent
+
+
+async def test_a_throttled_message_is_retried_and_the_rate_drops_then_recovers() -> None:
+    clock = Clock()
+    delivery, inner, _ = await paced(clock)
+    inner.errors.append(THROTTLED)
+    assert await delivery.send(envelope(), b"x") == "id-2"
+    assert len(inner.calls) == 2
+    assert delivery.rate_in_force() < 10.0
+    clock.now += 10
+    assert delivery.rate_in_force() == 10.0
+
+
+async def test_throttled_beyond_the_wait_budget_gives_up_with_ses_answer() -> None:
+    clock = Clock()
+    delivery, inner, metrics = await paced(clock, max_wait=0.5)
+    inner.errors.extend([THROTTLED] * 10)
+    with pytest.raises(TransientDeliveryError) as raised:
+        await delivery.send(envelope(), b"x")
+    assert raised.value.reason == "throttled"
+    assert raised.value.reply.startswith("451 4.4.5")
+    assert 1 < len(inner.calls) < 10
+    assert sample(metrics, "sesproxy_rate_wait_seconds_count") == 1
+
+
+async def test_other_ses_errors_are_not_retried() -> None:
+    clock = Clock()
+    delivery, inner, _ = await paced(clock)
+    inner.errors.append(classify("MessageRejected", "Email address is not verified.", 400))
+    with pytest.raises(DeliveryError):
+        await delivery.send(envelope(), b"x")
+    assert len(inner.calls) == 1
+
+
+async def test_daily_quota_from_ses_stops_calls_until_get_send_quota_shows_room(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    spent = SendQuota(max_send_rate=10, max_24h_send=200, sent_last_24h=150)
+    quota = Quota(spent)  # stale: SES knows better
+    delivery, inner, _ = await paced(clock, quota)
+    inner.errors.append(DAILY)
+    with caplog.at_level(logging.WARNING, logger="proxy.pacing"):
+        for _ in range(3):
+            with pytest.raises(TransientDeliveryError) as raised:
+                await delivery.send(envelope(), b"x")
+            assert raised.value.reason == "quota"
+            assert raised.value.reply.startswith("451 4.4.5")
+    assert len(inner.calls) == 1, "only the first message reached SES"
+    assert [r.__dict__.get("event") for r in caplog.records] == ["quota_spent"]
+    # A newer answer still without room keeps the block.
+    quota.next = SendQuota(max_send_rate=10, max_24h_send=200, sent_last_24h=200)
+    with pytest.raises(TransientDeliveryError):
+        await delivery.send(envelope(), b"x")
+    assert len(inner.calls) == 1
+    quota.next = SendQuota(max_send_rate=10, max_24h_send=200, sent_last_24h=10)
+    assert await delivery.send(envelope(), b"x") == "id-2"
+
+
+async def test_a_spent_quota_seen_in_get_send_quota_defers_before_any_call() -> None:
+    clock = Clock()
+    quota = Quota(SendQuota(max_send_rate=10, max_24h_send=200, sent_last_24h=200))
+    delivery, inner, _ = await paced(clock, quota)
+    with pytest.raises(TransientDeliveryError) as raised:
+        await delivery.send(envelope(), b"x")
+    assert raised.value.reason == "quota"
+    assert inner.calls == []
+
+
+async def test_without_any_quota_reading_one_message_probes_ses_after_a_while() -> None:
+    clock = Clock()
+    delivery, inner, _ = await paced(clock, quota=None)
+    inner.errors.append(DAILY)
+    with pytest.raises(TransientDeliveryError):
+        await delivery.send(envelope(), b"x")
+    clock.now += QUOTA_PROBE_AFTER_SECONDS / 2
+    with pytest.raises(TransientDeliveryError):
+        await delivery.send(envelope(), b"x")
+    assert len(inner.calls) == 1
+    clock.now += QUOTA_PROBE_AFTER_SECONDS
+    assert await delivery.send(envelope(), b"x") == "id-2"
+
+
+async def test_fifty_recipients_are_sent_once_then_the_debt_is_waited_out() -> None:
+    clock = Clock()
+    delivery, inner, _ = await paced(clock)
+    clock.now += 5  # a full bucket
+    await delivery.send(envelope(50), b"x")
+    await delivery.send(envelope(1), b"x")
+    (first, fifty), (second, one) = inner.calls
+    assert (fifty, one) == (50, 1)
+    assert second - first == pytest.approx(4.1)
+
+
+async def test_auto_without_a_known_quota_paces_at_the_default_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    with caplog.at_level(logging.INFO, logger="proxy.pacing"):
+        delivery, _, metrics = await paced(clock, Quota(None), max_send_rate="auto")
+    assert sample(metrics, "sesproxy_rate_limit_recipients_per_second") == 1.0
+    [record] = [r for r in caplog.records if r.__dict__.get("event") == "rate_limit"]
+    assert record.__dict__["source"] == "default"
+    assert record.levelno == logging.WARNING
+    assert delivery.rate_in_force() == 1.0
+
+
+async def test_a_configured_rate_below_max_send_rate_wins() -> None:
+    clock = Clock()
+    quota = Quota(SendQuota(max_send_rate=14, max_24h_send=-1, sent_last_24h=0))
+    delivery, _, _ = await paced(clock, quota, max_send_rate=3.0)
+    assert delivery.rate_in_force() == 3.0
+    quota.latest = SendQuota(max_send_rate=2, max_24h_send=-1, sent_last_24h=0)
+    assert delivery.rate_in_force() == 2.0
