@@ -20,6 +20,7 @@ from aiobotocore.credentials import (  # type: ignore[attr-defined]
     _get_client_creator,
 )
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
 from proxy.settings import ConfigError, SesSettings
 
@@ -40,7 +41,25 @@ class CredentialSource:
 async def open_session(
     settings: SesSettings, session_policy: str | None
 ) -> tuple[AioSession, CredentialSource]:
-    """A botocore session whose credentials are the ones the proxy may send with."""
+    """A botocore session whose credentials are the ones the proxy may send with.
+
+    Any failure to obtain them (endpoint unreachable, AssumeRole refused) is a
+    CredentialError naming what failed; botocore's messages carry no secret.
+    """
+    try:
+        return await _open_session(settings, session_policy)
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        raise CredentialError(
+            f"ses.role_arn: AssumeRole refused: {details.get('Code')}: {details.get('Message')}"
+        ) from None
+    except BotoCoreError as error:
+        raise CredentialError(f"cannot obtain AWS credentials: {error}") from None
+
+
+async def _open_session(
+    settings: SesSettings, session_policy: str | None
+) -> tuple[AioSession, CredentialSource]:
     session = get_session()
     found = await session.get_credentials()
     if found is None:

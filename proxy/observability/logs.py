@@ -23,6 +23,20 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
+def _error(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, str]:
+    """The exception of a record: a traceback for our own code; for a library's log
+    line only the exception's type and first line, since its internals say nothing
+    an operator can act on."""
+    if not record.exc_info or record.exc_info[0] is None:
+        return {}
+    error = {"error": record.exc_info[0].__name__}
+    if record.name == "proxy" or record.name.startswith("proxy."):
+        error["traceback"] = formatter.formatException(record.exc_info)
+    else:
+        error["error_message"] = str(record.exc_info[1]).splitlines()[0][:300]
+    return error
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -33,19 +47,19 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update(_fields(record))
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["error"] = record.exc_info[0].__name__
-            entry["traceback"] = self.formatException(record.exc_info)
+        entry.update(_error(record, self))
         return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        error = _error(record, self)
+        traceback = error.pop("traceback", None)
+        fields = " ".join(f"{k}={v}" for k, v in {**_fields(record), **error}.items())
         line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} "
         line += f"{record.levelname.lower():7} {record.getMessage()} {fields}".rstrip()
-        if record.exc_info and record.exc_info[0] is not None:
-            line += "\n" + self.formatException(record.exc_info)
+        if traceback is not None:
+            line += "\n" + traceback
         return line
 
 
