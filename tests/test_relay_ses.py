@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import smtplib
 import socket
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 import pytest
@@ -235,23 +235,17 @@ def test_sigterm_lets_a_send_in_flight_finish(
     proxy = start_ses_proxy()
     fake_aws.slow_seconds = 1.5
     fake_aws.inject("slow")
-    result: dict[str, tuple[int, str]] = {}
-
-    def client() -> None:
-        result["reply"] = send(
-            proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reply = pool.submit(
+            send, proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message()
         )
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    # Received but not yet answered: the send is in flight at the slow fake.
-    _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
-    assert fake_aws.sent == []
-    idle = socket.create_connection(("127.0.0.1", proxy.smtp_port))
-    idle.recv(1024)
-    proxy.process.send_signal(15)
-    thread.join(20)
-    code, text = result["reply"]
+        # Received but not yet answered: the send is in flight at the slow fake.
+        _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
+        assert fake_aws.sent == []
+        idle = socket.create_connection(("127.0.0.1", proxy.smtp_port))
+        idle.recv(1024)
+        proxy.process.send_signal(15)
+        code, text = reply.result(timeout=60)
     assert code == 250
     [sent] = fake_aws.sent
     assert text.endswith(sent.message_id)
