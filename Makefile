@@ -47,3 +47,12 @@ image:
 
 image-test: $(STAMP)
 	SES_PROXY_IMAGE_TEST=1 $(BIN)/pytest -q -rs tests/deploy/test_image.py
+
+# Issue #6: the benchmark (not part of `make test`). Installs Postfix's smtp-source when
+# apt-get is available; BENCH_ARGS passes options, e.g. BENCH_ARGS="--quick".
+.PHONY: bench
+bench: $(STAMP)
+	@command -v smtp-source >/dev/null || { command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >/dev/null; } || \
+		echo "smtp-source unavailable: using the asyncio load generator"
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)

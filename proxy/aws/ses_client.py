@@ -1,6 +1,8 @@
 """The one long-lived aiobotocore SES client of the process, and the session behind it.
 
 Shared by the delivery backend (SendRawEmail) and the quota watcher (GetSendQuota).
+The per-message SendRawEmail takes the lean path of `sendraw.py`, built from this
+client (endpoint, signing name, HTTP session) and this session's live credentials.
 botocore's own retries are off: a retry inside the client would hide throttling
 from the pacing box and could send twice after a timeout.
 """
@@ -14,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
 
-from proxy.aws.credentials import CredentialSource, credential_expiry, open_session
+from proxy.aws.credentials import (
+    CredentialError,
+    CredentialSource,
+    credential_expiry,
+    open_session,
+)
+from proxy.aws.sendraw import SendRawEmail
 from proxy.settings import SesSettings
 
 if TYPE_CHECKING:
@@ -31,6 +39,7 @@ class SesClient:
         self._stack = AsyncExitStack()
         self._session: AioSession | None = None
         self._client: SESClient | None = None
+        self._sendraw: SendRawEmail | None = None
         self.credential_source: CredentialSource | None = None
 
     async def start(self) -> None:
@@ -55,8 +64,17 @@ class SesClient:
                 config=config,
             )
         )
+        # The session's credential object itself (refreshable, or the assumed role's):
+        # the lean path asks it for the current keys on every call.
+        credentials = await session.get_credentials()
+        if credentials is None:  # open_session has found one; this is for the type checker
+            raise CredentialError("no AWS credentials found")
+        self._sendraw = SendRawEmail.for_client(
+            self._client, credentials, self.settings.allow_insecure_endpoint
+        )
 
     async def close(self) -> None:
+        self._sendraw = None
         await self._stack.aclose()
         self._client = None
 
@@ -64,6 +82,11 @@ class SesClient:
     def api(self) -> SESClient | None:
         """The aiobotocore client, once started."""
         return self._client
+
+    @property
+    def sendraw(self) -> SendRawEmail | None:
+        """The lean SendRawEmail path over this client, once started."""
+        return self._sendraw
 
     def credential_expiry(self) -> datetime | None:
         return credential_expiry(self._session) if self._session is not None else None

@@ -1,4 +1,5 @@
-"""The SES backend: SendRawEmail through the process's one SES client (aws/ses_client.py).
+"""The SES backend: SendRawEmail through the process's one SES client (aws/ses_client.py),
+on its lean per-message path (aws/sendraw.py).
 
 One attempt per message: the SMTP client hears 451 (nothing sent), 554 (SES refused
 the message itself) or 250 with SES's MessageId.
@@ -7,7 +8,6 @@ the message itself) or 250 with SES's MessageId.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -16,7 +16,9 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.parsers import ResponseParserError
 
+from proxy.aws.sendraw import SesErrorReply
 from proxy.aws.ses_client import SesClient
 from proxy.delivery import DeliveryError, Envelope
 from proxy.delivery.ses_errors import classify, no_credentials, unreachable
@@ -41,32 +43,27 @@ class SesDelivery:
         return self._client.api is not None
 
     async def send(self, envelope: Envelope, raw: bytes) -> str:
-        api = self._client.api
-        if api is None:
+        sendraw = self._client.sendraw
+        if sendraw is None:
             raise unreachable("the SES client is not started")
-        params: dict[str, Any] = {
-            "Source": envelope.mail_from,
-            "Destinations": list(envelope.recipients),
-            "RawMessage": {"Data": raw},
-        }
-        if self._client.settings.configuration_set is not None:
-            params["ConfigurationSetName"] = self._client.settings.configuration_set
         started = time.perf_counter()
         outcome = "error"
         try:
-            response = await api.send_raw_email(**params)
-            outcome = "ok"
-            return response["MessageId"]
-        except ClientError as error:
-            failure = _from_client_error(error)
+            message_id = await sendraw.send(
+                envelope.mail_from,
+                envelope.recipients,
+                raw,
+                self._client.settings.configuration_set,
+            )
+        except Exception as error:
+            failure = failure_of(error)
+            if failure is None:
+                raise
             outcome = failure.reason
             raise failure from None
-        except _CREDENTIAL_ERRORS as error:
-            outcome = "credentials"
-            raise no_credentials(f"{type(error).__name__}: {error}") from None
-        except (BotoCoreError, OSError, TimeoutError) as error:
-            outcome = "unavailable"
-            raise unreachable(f"{type(error).__name__}: {error}") from None
+        else:
+            outcome = "ok"
+            return message_id
         finally:
             self._metrics.ses_request_duration.labels(outcome).observe(
                 time.perf_counter() - started
@@ -78,7 +75,17 @@ class SesDelivery:
         self._metrics.credentials_expiry.set(expiry.timestamp() if expiry is not None else 0)
 
 
-def _from_client_error(error: ClientError) -> DeliveryError:
-    details = error.response.get("Error", {})
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return classify(str(details.get("Code", "")), str(details.get("Message", "")), status)
+def failure_of(error: Exception) -> DeliveryError | None:
+    """The DeliveryError for what an SES call raised, on either path (lean or stock
+    aiobotocore); None for an exception that is not about SES (a bug: let it rise)."""
+    if isinstance(error, SesErrorReply):
+        return classify(error.code, error.message, error.status)
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return classify(str(details.get("Code", "")), str(details.get("Message", "")), status)
+    if isinstance(error, _CREDENTIAL_ERRORS):
+        return no_credentials(f"{type(error).__name__}: {error}")
+    if isinstance(error, (BotoCoreError, ResponseParserError, OSError, TimeoutError)):
+        return unreachable(f"{type(error).__name__}: {error}")
+    return None

@@ -1,0 +1,68 @@
+"""Both SendRawEmail paths of one started SesClient, driven from synchronous tests.
+
+`stock` is aiobotocore's `send_raw_email`; `lean` is proxy/aws/sendraw.py. Each call
+returns ("ok", MessageId) or ("error", reason, SMTP reply) as SesDelivery would
+classify what was raised (delivery/ses.failure_of), so both can be compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from proxy.aws.ses_client import SesClient
+from proxy.delivery.ses import failure_of
+from proxy.settings import SesSettings
+
+Outcome = tuple[str, ...]
+
+
+class Paths:
+    def __init__(self, endpoint_url: str, region: str = "eu-west-3") -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = SesClient(
+            SesSettings(region=region, endpoint_url=endpoint_url, allow_insecure_endpoint=True),
+            session_policy=None,
+        )
+        self.loop.run_until_complete(self.client.start())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+    def _outcome(self, call: Any) -> Outcome:
+        try:
+            message_id = self.loop.run_until_complete(call)
+        except Exception as error:
+            failure = failure_of(error)
+            if failure is None:
+                raise
+            return ("error", failure.reason, failure.reply)
+        return ("ok", str(message_id))
+
+    def stock(
+        self, source: str, destinations: Sequence[str], raw: bytes, config_set: str | None
+    ) -> Outcome:
+        api = self.client.api
+        assert api is not None
+        params: dict[str, Any] = {
+            "Source": source,
+            "Destinations": list(destinations),
+            "RawMessage": {"Data": raw},
+        }
+        if config_set is not None:
+            params["ConfigurationSetName"] = config_set
+
+        async def call() -> str:
+            response = await api.send_raw_email(**params)
+            return response["MessageId"]
+
+        return self._outcome(call())
+
+    def lean(
+        self, source: str, destinations: Sequence[str], raw: bytes, config_set: str | None
+    ) -> Outcome:
+        sendraw = self.client.sendraw
+        assert sendraw is not None
+        return self._outcome(sendraw.send(source, destinations, raw, config_set))

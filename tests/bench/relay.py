@@ -1,0 +1,100 @@
+"""`ses-proxy serve` for the benchmark, with an event-loop stall monitor beside it.
+
+The monitor is a task that asks to wake every 2 ms and records how late it woke:
+the longest lateness is the longest time the loop ran something else without a
+break (a stall). It writes the worst so far to $BENCH_LOOP_STATS every 100 ms;
+SIGUSR1 starts a new measurement. `--loop uvloop` runs the relay on uvloop.
+
+Run: python -m tests.bench.relay [--loop asyncio|uvloop] serve -c FILE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+_TICK = 0.002
+_WRITE_EVERY = 0.1
+
+
+async def _monitor(path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    ticks = 0
+    gc_worst = 0.0
+    gc_started = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal gc_started, gc_worst
+        if phase == "start":
+            gc_started = time.perf_counter()
+        else:
+            gc_worst = max(gc_worst, time.perf_counter() - gc_started)
+
+    gc.callbacks.append(on_gc)
+    if os.environ.get("BENCH_GC_FREEZE"):
+        gc.freeze()
+
+    def restart() -> None:
+        nonlocal worst, ticks, gc_worst
+        worst, ticks, gc_worst = 0.0, 0, 0.0
+
+    loop.add_signal_handler(signal.SIGUSR1, restart)
+    last_write = loop.time()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(_TICK)
+        now = loop.time()
+        worst = max(worst, now - before - _TICK)
+        ticks += 1
+        if now - last_write >= _WRITE_EVERY:
+            last_write = now
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(
+                json.dumps(
+                    {"max_stall_ms": worst * 1000, "ticks": ticks, "max_gc_ms": gc_worst * 1000}
+                )
+            )
+            temporary.replace(path)
+
+
+def _with_monitor(
+    serve: Callable[[Any], Awaitable[int]], path: Path
+) -> Callable[[Any], Awaitable[int]]:
+    async def serve_monitored(settings: Any) -> int:
+        task = asyncio.get_running_loop().create_task(_monitor(path))
+        try:
+            return await serve(settings)
+        finally:
+            task.cancel()
+
+    return serve_monitored
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if argv[:1] == ["--loop"]:
+        loop_name, argv = argv[1], argv[2:]
+        if loop_name == "uvloop":
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    import proxy.server
+    from proxy import cli
+
+    stats = os.environ.get("BENCH_LOOP_STATS")
+    if stats:
+        proxy.server.serve = _with_monitor(proxy.server.serve, Path(stats))  # type: ignore[assignment]
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

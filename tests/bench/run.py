@@ -1,0 +1,538 @@
+"""`make bench`: the relay against a fast fake SES, under the loads of issue #6.
+
+Every load starts a fresh relay process (tests/bench/relay.py: `ses-proxy serve` plus a
+stall monitor) in front of one fake SES process (tests/bench/fake_ses.py), warms it
+up, then measures from outside:
+- msgs/s: messages acknowledged with 250 per second of wall time;
+- CPU: utime + stime of the relay process from /proc (all its threads), per message
+  and per MiB of raw message received by the fake SES;
+- peak RSS: the relay's VmHWM (for the idle load: VmRSS with every session open);
+- p50/p99: MAIL written -> 250 after the dot read (asyncio driver only);
+- stall: the longest time the relay's event loop went without running its monitor;
+- delivered: the fake SES saw every acknowledged message exactly once.
+
+Drivers: Postfix's smtp-source when installed (`apt-get install postfix`), else the
+asyncio load generator of loadgen.py; latency, stall and idle loads always use the latter.
+
+Run: python -m tests.bench.run [--quick] [--loop asyncio|uvloop] [--relay-root DIR]
+     [--latency-ms N] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.bench import loadgen
+
+REPO = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method="GET")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@dataclass(frozen=True)
+class Credential:
+    key_id: str
+    secret: str
+    token: str
+
+    @classmethod
+    def new(cls) -> Credential:
+        return cls(
+            "ASIABENCH" + secrets.token_hex(6).upper(),
+            secrets.token_urlsafe(30),
+            secrets.token_urlsafe(64),
+        )
+
+
+class FakeSesProcess:
+    def __init__(self, credential: Credential, latency_ms: float) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.fake_ses",
+                "--key-id",
+                credential.key_id,
+                "--secret",
+                credential.secret,
+                "--token",
+                credential.token,
+                "--latency-ms",
+                str(latency_ms),
+            ],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        if not line.startswith("listening "):
+            raise RuntimeError(f"fake SES did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.url = f"http://{HOST}:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        _, body = http_get(self.url + "/__stats")
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def reset(self) -> None:
+        http_get(self.url + "/__reset")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Relay:
+    def __init__(
+        self,
+        workdir: Path,
+        fake: FakeSesProcess,
+        credential: Credential,
+        loop: str,
+        relay_root: Path,
+    ) -> None:
+        self.smtp_port = free_port()
+        self.metrics_port = free_port()
+        self.stats_path = workdir / "loop.json"
+        config = {
+            "smtp": {
+                "host": HOST,
+                "port": self.smtp_port,
+                "hostname": "relay.bench",
+                "max_connections": 1200,
+            },
+            "policy": {"allowed_senders": [loadgen.SENDER], "allowed_recipients": ["*"]},
+            "delivery": {"backend": "ses"},
+            "ses": {
+                "region": "eu-west-3",
+                "endpoint_url": fake.url,
+                "allow_insecure_endpoint": True,
+            },
+            "metrics": {"host": HOST, "port": self.metrics_port},
+            "logging": {"format": "json", "level": "info"},
+        }
+        config_path = workdir / "relay.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("AWS_", "SES_PROXY_"))
+        }
+        env.update(
+            PYTHONPATH=f"{relay_root}:{REPO}",
+            AWS_ACCESS_KEY_ID=credential.key_id,
+            AWS_SECRET_ACCESS_KEY=credential.secret,
+            AWS_SESSION_TOKEN=credential.token,
+            AWS_CONFIG_FILE="/dev/null",
+            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+            AWS_EC2_METADATA_DISABLED="true",
+            BENCH_LOOP_STATS=str(self.stats_path),
+        )
+        self.log = open(workdir / "relay.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.relay",
+                "--loop",
+                loop,
+                "serve",
+                "-c",
+                str(config_path),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"relay exited: {(workdir / 'relay.log').read_text()}")
+            with contextlib.suppress(OSError):
+                if http_get(f"http://{HOST}:{self.metrics_port}/readyz")[0] == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("relay not ready")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def restart_stall_measure(self) -> None:
+        self.process.send_signal(signal.SIGUSR1)
+
+    def max_stall_ms(self) -> float:
+        time.sleep(0.25)  # the monitor writes every 100 ms
+        try:
+            stats = json.loads(self.stats_path.read_text())
+        except (OSError, ValueError):
+            return float("nan")
+        print(f"  loop: {stats}", file=sys.stderr)
+        return float(stats["max_stall_ms"])
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+@dataclass
+class Row:
+    name: str
+    messages: int
+    seconds: float
+    cpu_ms: float
+    raw_bytes: int
+    rss_mib: float
+    latencies: list[float]
+    stall_ms: float
+    delivered: str
+
+    def cells(self) -> list[str]:
+        def ms(values: list[float], q: float) -> str:
+            if not values:
+                return "-"
+            ordered = sorted(values)
+            return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.2f}"
+
+        rate = f"{self.messages / self.seconds:,.0f}" if self.messages and self.seconds else "-"
+        per_msg = f"{self.cpu_ms / self.messages:.3f}" if self.messages else "-"
+        per_mib = f"{self.cpu_ms / (self.raw_bytes / MIB):.1f}" if self.raw_bytes else "-"
+        return [
+            self.name,
+            f"{self.messages:,}",
+            rate,
+            per_msg,
+            per_mib,
+            f"{self.rss_mib:.0f}",
+            ms(self.latencies, 0.5),
+            ms(self.latencies, 0.99),
+            f"{self.stall_ms:.1f}",
+            self.delivered,
+        ]
+
+
+HEADERS = [
+    "load",
+    "msgs",
+    "msgs/s",
+    "CPU ms/msg",
+    "CPU ms/MiB",
+    "peak RSS MiB",
+    "p50 ms",
+    "p99 ms",
+    "max stall ms",
+    "delivered",
+]
+
+
+def table(rows: list[Row]) -> str:
+    cells = [HEADERS] + [row.cells() for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+        for line in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def delivered(fake: dict[str, Any], expected: int) -> str:
+    if fake["bad_signatures"] or fake["errors"]:
+        return f"BAD: {fake['bad_signatures']} signatures, {fake['errors']} errors"
+    if fake["messages"] == expected and fake["distinct"] == expected:
+        return f"{expected}/{expected} once each"
+    lost = expected - fake["distinct"]
+    return f"LOST {lost}, DOUBLED {fake['duplicates']} (saw {fake['messages']} of {expected})"
+
+
+@dataclass
+class Bench:
+    fake: FakeSesProcess
+    credential: Credential
+    loop: str
+    relay_root: Path
+    workdir: Path
+    quick: bool
+    driver: str
+    profile: Path | None = None
+
+    @contextlib.contextmanager
+    def relay(self, name: str) -> Iterator[Relay]:
+        workdir = self.workdir / "".join(c if c.isalnum() else "-" for c in name)
+        workdir.mkdir()
+        relay = Relay(workdir, self.fake, self.credential, self.loop, self.relay_root)
+        try:
+            # Warm up (imports, connection pool), then measure from a clean slate.
+            result = asyncio.run(loadgen.stream(HOST, relay.smtp_port, 4, 25, 2048, "warm"))
+            if result.failed:
+                log = (workdir / "relay.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"warm-up failed: {result.errors[:3]}\n{log}")
+            self.fake.reset()
+            relay.restart_stall_measure()
+            yield relay
+        finally:
+            relay.stop()
+
+    @contextlib.contextmanager
+    def profiled(self, name: str, relay: Relay) -> Iterator[None]:
+        """With --profile: py-spy samples the relay (collapsed stacks, for flame graphs)."""
+        if self.profile is None:
+            yield
+            return
+        self.profile.mkdir(parents=True, exist_ok=True)
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "500",
+                "--threads",
+                "-o",
+                str(self.profile / f"{slug}.txt"),
+                "-p",
+                str(relay.process.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attaches
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+
+    def n(self, full: int) -> int:
+        return max(1, full // 10) if self.quick else full
+
+    def measure(self, name: str, run: Callable[[Relay], tuple[int, list[float]]]) -> Row:
+        with self.relay(name) as relay, self.profiled(name, relay):
+            cpu0, t0 = relay.cpu_seconds(), time.perf_counter()
+            expected, latencies = run(relay)
+            seconds = time.perf_counter() - t0
+            cpu_ms = (relay.cpu_seconds() - cpu0) * 1000
+            stall = relay.max_stall_ms()
+            fake = self.fake.stats()
+            return Row(
+                name,
+                fake["messages"],
+                seconds,
+                cpu_ms,
+                fake["raw_bytes"],
+                relay.memory_kib("VmHWM") / 1024,
+                latencies,
+                stall,
+                delivered(fake, expected),
+            )
+
+    def smtp_source(
+        self, relay: Relay, sessions: int, messages: int, size: int, reuse: bool
+    ) -> tuple[int, list[float]]:
+        command = [
+            "smtp-source",
+            "-s",
+            str(sessions),
+            "-m",
+            str(messages),
+            "-l",
+            str(size),
+            "-N",
+            "-f",
+            loadgen.SENDER,
+            "-t",
+            "user@example.net",
+            "-M",
+            "bench.test",
+        ]
+        if reuse:
+            command.append("-d")
+        command.append(f"{HOST}:{relay.smtp_port}")
+        subprocess.run(command, check=True, timeout=600)
+        return messages, []
+
+    def asyncio_stream(
+        self, relay: Relay, sessions: int, messages: int, size: int, reuse: bool, tag: str
+    ) -> tuple[int, list[float]]:
+        result = asyncio.run(
+            loadgen.stream(
+                HOST,
+                relay.smtp_port,
+                sessions,
+                messages // sessions,
+                size,
+                tag,
+                new_connection=not reuse,
+            )
+        )
+        if result.failed:
+            print(f"  {result.failed} failed: {result.errors[:3]}", file=sys.stderr)
+        return result.sent, result.latencies
+
+    def throughput(self, name: str, sessions: int, messages: int, size: int, reuse: bool) -> Row:
+        def run(relay: Relay) -> tuple[int, list[float]]:
+            if self.driver == "smtp-source":
+                return self.smtp_source(relay, sessions, messages, size, reuse)
+            return self.asyncio_stream(relay, sessions, messages, size, reuse, name)
+
+        return self.measure(name, run)
+
+    def latency(self) -> Row:
+        def run(relay: Relay) -> tuple[int, list[float]]:
+            return self.asyncio_stream(relay, 1, self.n(3000), 2048, True, "lat")
+
+        return self.measure("2 KB, 1 session (latency)", run)
+
+    def stall(self) -> Row:
+        def run(relay: Relay) -> tuple[int, list[float]]:
+            big, small = asyncio.run(
+                loadgen.beside(
+                    HOST, relay.smtp_port, 10_000_000, 1 if self.quick else 3, 4, "stall"
+                )
+            )
+            if big.failed or small.failed:
+                print(f"  failed: {(big.errors + small.errors)[:3]}", file=sys.stderr)
+            return big.sent + small.sent, small.latencies
+
+        return self.measure("10 MB beside 2 KB x4 (stall)", run)
+
+    def idle(self) -> Row:
+        count = 1000
+        with self.relay("idle") as relay:
+            before = relay.memory_kib("VmRSS")
+
+            async def hold() -> tuple[int, int]:
+                clients = await loadgen.open_idle(HOST, relay.smtp_port, count)
+                await asyncio.sleep(1.0)
+                rss = relay.memory_kib("VmRSS")
+                await loadgen.close_all(clients)
+                return len(clients), rss
+
+            opened, rss = asyncio.run(hold())
+            stall = relay.max_stall_ms()
+            note = f"{opened}/{count} open, +{(rss - before) / 1024:.0f} MiB"
+            return Row(f"{count:,} idle connections", 0, 0.0, 0.0, 0, rss / 1024, [], stall, note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ses-proxy benchmark")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--relay-root",
+        type=Path,
+        default=REPO,
+        help="the tree whose proxy/ package runs (to compare versions)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake SES")
+    parser.add_argument("--driver", choices=["auto", "smtp-source", "asyncio"], default="auto")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write py-spy collapsed stacks of the relay per load here",
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="reused new 1mib latency stall idle"
+    )
+    args = parser.parse_args(argv)
+    driver = args.driver
+    if driver == "auto":
+        driver = "smtp-source" if shutil.which("smtp-source") else "asyncio"
+    credential = Credential.new()
+    fake = FakeSesProcess(credential, args.latency_ms)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ses-proxy-bench-") as workdir:
+        bench = Bench(
+            fake,
+            credential,
+            args.loop,
+            args.relay_root.resolve(),
+            Path(workdir),
+            args.quick,
+            driver,
+            args.profile,
+        )
+        loads: dict[str, Callable[[], Row]] = {
+            "reused": lambda: bench.throughput(
+                "2 KB, 20 sessions, reused", 20, bench.n(10000), 2048, True
+            ),
+            "new": lambda: bench.throughput(
+                "2 KB, 20 sessions, new conn/msg", 20, bench.n(5000), 2048, False
+            ),
+            "1mib": lambda: bench.throughput("1 MiB, 4 sessions", 4, bench.n(200), MIB, True),
+            "latency": bench.latency,
+            "stall": bench.stall,
+            "idle": bench.idle,
+        }
+        try:
+            for name, load in loads.items():
+                if args.only is not None and name not in args.only:
+                    continue
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                rows.append(load())
+        finally:
+            fake.stop()
+    print(
+        f"\nses-proxy benchmark: driver {driver}, loop {args.loop}, fake SES latency "
+        f"{args.latency_ms} ms, {os.cpu_count()} CPUs, relay {args.relay_root}"
+    )
+    print(table(rows))
+    ok = all("once each" in row.delivered or "open" in row.delivered for row in rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""A smoke-sized run of the benchmark harness (the real one is `make bench`): the fake
+SES, the relay process and the load generator work together, and the fake saw each
+acknowledged message exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bench import run
+
+
+def test_a_tiny_benchmark_run_delivers_every_message_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = run.main(["--quick", "--driver", "asyncio", "--only", "latency"])
+    table = capsys.readouterr().out
+    assert code == 0, table
+    assert "2 KB, 1 session (latency)" in table
+    assert "300/300 once each" in table
