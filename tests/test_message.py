@@ -320,3 +320,21 @@ def test_fuzz_strip(raw: bytes) -> None:
     split = stripped.find(b"\r\n\r\n")
     header = b"" if stripped.startswith(b"\r\n") else stripped[: split if split >= 0 else None]
     assert not re.search(rb"(?im)^(bcc|x-ses-[!-9;-~]*):", header)
+
+
+# A regex oracle for the line-length check: the first line over 998 octets.
+_LONG_LINE_ORACLE = re.compile(rb"^[^\r\n]{999}", re.MULTILINE)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 2100), min_size=1, max_size=12), st.booleans())
+def test_line_length_check_agrees_with_a_regex(lengths: list[int], final_crlf: bool) -> None:
+    body = b"\r\n".join(b"x" * n for n in lengths) + (b"\r\n" if final_crlf else b"")
+    raw = b"From: a@example.com\r\n\r\n" + body
+    long_line = _LONG_LINE_ORACLE.search(raw)
+    if long_line is None:
+        assert scan(raw).from_values == ("a@example.com",)
+    else:
+        line_number = raw.count(b"\n", 0, long_line.start()) + 1
+        with pytest.raises(MalformedMessage, match=f"^line {line_number} is "):
+            scan(raw)
