@@ -84,7 +84,9 @@ def _naming_the_key(key: str, host: str, port: int) -> Iterator[None]:
 async def serve(settings: Settings) -> int:
     logs.configure(settings.logging)
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    metrics = Metrics()
+    metrics = Metrics(
+        shared_budget=settings.delivery.backend == "ses" and settings.rate.backend == "redis"
+    )
     ses = build_ses_client(settings)
     quota = QuotaWatcher(ses, metrics) if ses is not None else None
     delivery = build_delivery(settings, ses, metrics, quota)

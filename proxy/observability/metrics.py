@@ -27,7 +27,9 @@ FAIL_REASONS = ("rejected", "invalid")
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, shared_budget: bool = False
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.messages_received = Counter(
@@ -65,10 +67,12 @@ class Metrics:
             "The sending rate in force, in recipients per second.",
             registry=r,
         )
+        # It speaks of a shared budget: without one (rate.backend local, or no SES)
+        # it is not exposed at all, rather than read as a budget that is down.
         self.rate_shared_budget_up = Gauge(
             "sesproxy_rate_shared_budget_up",
             "1 while the shared (Redis) budget is used, 0 on the local fallback.",
-            registry=r,
+            registry=r if shared_budget else None,
         )
         self.ses_request_duration = Histogram(
             "sesproxy_ses_request_duration_seconds",

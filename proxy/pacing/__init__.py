@@ -255,6 +255,4 @@ def build_budget(settings: RateSettings, ses: SesSettings, metrics: Metrics) -> 
 
         account = ses.account_id or (ses.role_arn.split(":")[4] if ses.role_arn else "default")
         return RedisBudget(make_client(settings.redis_url), account, ses.region, metrics)
-    # The gauge speaks of a shared budget: with none, it is not exposed at all.
-    metrics.registry.unregister(metrics.rate_shared_budget_up)
     return LocalBudget()

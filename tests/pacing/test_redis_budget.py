@@ -19,7 +19,9 @@ TOLERANCE = 0.02
 
 
 def budget(url: str, metrics: Metrics | None = None, account: str = "123456789012") -> RedisBudget:
-    return RedisBudget(make_client(url), account, "eu-west-3", metrics or Metrics())
+    return RedisBudget(
+        make_client(url), account, "eu-west-3", metrics or Metrics(shared_budget=True)
+    )
 
 
 def up(metrics: Metrics) -> float | None:
@@ -79,7 +81,7 @@ async def test_two_replicas_draw_on_one_bucket_and_count_each_other(
 async def test_a_restarted_redis_is_used_again_at_once(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metrics = Metrics()
+    metrics = Metrics(shared_budget=True)
     shared = budget(redis_server.url, metrics)
     await shared.start()
     assert await shared.reserve(1, 10.0, 10.0) is not None
@@ -99,7 +101,7 @@ async def test_a_restarted_redis_is_used_again_at_once(
 async def test_while_redis_is_down_a_local_share_paces_and_redis_is_probed_again(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metrics = Metrics()
+    metrics = Metrics(shared_budget=True)
     shared = budget(redis_server.url, metrics)
     await shared.start()
     assert await shared.reserve(1, 10.0, 10.0) is not None
@@ -126,7 +128,7 @@ async def test_a_redis_down_at_start_is_said_at_start_and_sending_goes_on(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     redis_server.kill()
-    metrics = Metrics()
+    metrics = Metrics(shared_budget=True)
     shared = budget(redis_server.url, metrics)
     with caplog.at_level(logging.WARNING, logger="proxy.pacing"):
         await shared.start()
@@ -139,7 +141,7 @@ async def test_a_redis_down_at_start_is_said_at_start_and_sending_goes_on(
 
 
 async def test_rediss_with_a_private_ca(redis_tls_server: RedisServer) -> None:
-    metrics = Metrics()
+    metrics = Metrics(shared_budget=True)
     shared = budget(redis_tls_server.url, metrics)
     await shared.start()
     assert await shared.reserve(1, 10.0, 10.0) == pytest.approx(0.1, abs=TOLERANCE)
@@ -151,7 +153,7 @@ async def test_rediss_with_a_private_ca(redis_tls_server: RedisServer) -> None:
 async def test_rediss_refuses_a_certificate_it_cannot_verify(
     redis_tls_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metrics = Metrics()
+    metrics = Metrics(shared_budget=True)
     untrusted = redis_tls_server.url.partition("?")[0]  # the system CAs only
     shared = budget(untrusted, metrics)
     with caplog.at_level(logging.WARNING, logger="proxy.pacing"):
