@@ -22,7 +22,8 @@ loop. This module does the same request in a few C-speed steps:
   to `delivery/ses_errors.classify` are the ones the stock client would give.
 
 A message over `THREAD_THRESHOLD` is encoded and hashed in a worker thread, in
-slices, so the event loop never waits on one long C call.
+slices, and its body goes to aiohttp as a stream, which writes it 256 KiB a step:
+the event loop never waits on one long C call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -330,11 +332,17 @@ class SendRawEmail:
         """SES's MessageId; SesErrorReply for an error answer; botocore's exceptions
         (BotoCoreError subclasses) for no answer, a broken one or no credentials."""
         request = await self.build(source, destinations, raw, configuration_set)
+        payload: bytes | io.BytesIO = request.body
+        if len(request.body) >= THREAD_THRESHOLD:
+            # Bytes go to the socket in one write: for a 10 MB message, a join, a send
+            # and copies of the rest, ~20 ms of event loop. A stream goes in steps, with
+            # the same Content-Length and the same octets.
+            payload = io.BytesIO(request.body)
         prepared = AWSPreparedRequest(
             method="POST",
             url=request.url,
             headers=request.headers,  # type: ignore[arg-type]
-            body=request.body,
+            body=payload,
             stream_output=False,
         )
         response = await self._http.send(prepared)

@@ -16,10 +16,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.smtp import session as session_module
 from proxy.smtp.handler import ReceivedData
 from proxy.smtp.session import RelaySession
 
 LINE_LIMIT = 1001  # aiosmtpd's StreamReader limit: RelaySession.line_length_limit
+# smtp_DATA raises the reader's limit to this while the chunked reader runs.
+DATA_LIMIT = session_module._DATA_READ_LIMIT
 
 
 @dataclass
@@ -35,8 +38,8 @@ class _Relay:
 class _Session:
     """What _read_data touches on a RelaySession: the reader, the limit, the timer."""
 
-    def __init__(self, limit: int) -> None:
-        self._reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    def __init__(self, limit: int, reader_limit: int) -> None:
+        self._reader = asyncio.StreamReader(limit=reader_limit)
         self.relay = _Relay(_Rules(limit))
 
     def _reset_timeout(self) -> None:
@@ -71,8 +74,10 @@ async def line_reader(self: Any) -> ReceivedData:
     return ReceivedData(b"".join(lines), size, too_big=size > limit, line_too_long=line_too_long)
 
 
-async def run(reader: Any, stream: bytes, cuts: list[int], limit: int) -> tuple[Any, bytes]:
-    session = _Session(limit)
+async def run(
+    reader: Any, stream: bytes, cuts: list[int], limit: int, reader_limit: int = LINE_LIMIT
+) -> tuple[Any, bytes]:
+    session = _Session(limit, reader_limit)
 
     async def feed() -> None:
         start = 0
@@ -102,12 +107,13 @@ pieces = st.one_of(
     body=st.lists(pieces, max_size=40).map(b"".join),
     cuts=st.lists(st.integers(0, 6000), max_size=6),
     limit=st.sampled_from([0, 10, 100, 1500, 3000, 10**6]),
+    reader_limit=st.sampled_from([LINE_LIMIT, 1500, DATA_LIMIT]),
 )
 def test_the_chunked_reader_agrees_with_the_line_reader(
-    body: bytes, cuts: list[int], limit: int
+    body: bytes, cuts: list[int], limit: int, reader_limit: int
 ) -> None:
     stream = body + b"\r\n.\r\nNOOP\r\n"
-    new, new_rest = asyncio.run(run(RelaySession._read_data, stream, cuts, limit))
+    new, new_rest = asyncio.run(run(RelaySession._read_data, stream, cuts, limit, reader_limit))
     old, old_rest = asyncio.run(run(line_reader, stream, cuts, limit))
     assert new_rest == old_rest  # stopped at the same byte: nothing after the dot taken
     assert new.too_big == old.too_big
@@ -130,6 +136,6 @@ def test_a_terminator_split_at_every_position() -> None:
     message = b"From: a@example.com\r\n\r\n.hidden\r\n..\r\nend\r\n"
     stream = message + b".\r\nQUIT\r\n"
     for cut in range(len(stream)):
-        new, rest = asyncio.run(run(RelaySession._read_data, stream, [cut], 10**6))
+        new, rest = asyncio.run(run(RelaySession._read_data, stream, [cut], 10**6, DATA_LIMIT))
         assert rest == b"QUIT\r\n"
         assert new.raw == b"From: a@example.com\r\n\r\nhidden\r\n.\r\nend\r\n"

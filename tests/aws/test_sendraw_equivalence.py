@@ -268,3 +268,16 @@ def test_the_fake_ses_receives_the_same_from_both(
         assert first.raw == raw
     else:
         assert stock == lean
+
+
+def test_a_message_over_the_thread_threshold_reaches_the_fake_ses_whole(
+    paths: Paths, fake_aws: FakeAWS
+) -> None:
+    # Its body goes to aiohttp as a stream: the same request, written in steps.
+    raw = b"From: noreply@example.com\r\n\r\n" + b"x" * 76 + b"\r\n"
+    raw *= 3 * sendraw.THREAD_THRESHOLD // len(raw)
+    stock = paths.stock("noreply@example.com", ["a@example.net"], raw, None)
+    lean = paths.lean("noreply@example.com", ["a@example.net"], raw, None)
+    assert stock[0] == lean[0] == "ok"
+    first, second = fake_aws.sent[-2:]
+    assert first.raw == second.raw == raw
