@@ -69,6 +69,12 @@ def configure(settings: LoggingSettings) -> None:
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Our formatters write no caller, thread or process: spare every record the stack
+    # walk and the look-ups that find them (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root.setLevel(settings.level.upper())
     # aiosmtpd logs every command line at INFO, addresses included; ours say it once.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
