@@ -4,6 +4,8 @@ The monitor is a task that asks to wake every 2 ms and records how late it woke:
 the longest lateness is the longest time the loop ran something else without a
 break (a stall). It writes the worst so far to $BENCH_LOOP_STATS every 100 ms;
 SIGUSR1 starts a new measurement. `--loop uvloop` runs the relay on uvloop.
+$BENCH_SLOW_CALLBACK_MS (diagnosis, costs CPU): asyncio's debug mode logs every step
+of the loop that ran longer, with what ran; tests/bench/run.py prints those lines.
 
 Run: python -m tests.bench.relay [--loop asyncio|uvloop] serve -c FILE
 """
@@ -40,6 +42,10 @@ async def _monitor(path: Path) -> None:
             gc_worst = max(gc_worst, time.perf_counter() - gc_started)
 
     gc.callbacks.append(on_gc)
+    slow = os.environ.get("BENCH_SLOW_CALLBACK_MS")
+    if slow:
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(slow) / 1000
     if os.environ.get("BENCH_GC_FREEZE"):
         gc.freeze()
 

@@ -11,11 +11,16 @@ up, then measures from outside:
 - stall: the longest time the relay's event loop went without running its monitor;
 - delivered: the fake SES saw every acknowledged message exactly once.
 
+Each load runs 3 times by default (`--runs N`; `--quick`: once) in rounds, so that a
+drift of the machine touches every load alike; every cell of the table is the median
+of its runs (figures of one run vary by ±20 %), and the runs' own figures go to
+stderr. A load is "once each" only when every run was.
+
 Drivers: Postfix's smtp-source when installed (`apt-get install postfix`), else the
 asyncio load generator of loadgen.py; latency, stall and idle loads always use the latter.
 
-Run: python -m tests.bench.run [--quick] [--loop asyncio|uvloop] [--relay-root DIR]
-     [--latency-ms N] [--only NAME ...]
+Run: python -m tests.bench.run [--quick] [--runs N] [--loop asyncio|uvloop]
+     [--relay-root DIR] [--latency-ms N] [--profile DIR] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,7 +172,8 @@ class Relay:
             AWS_EC2_METADATA_DISABLED="true",
             BENCH_LOOP_STATS=str(self.stats_path),
         )
-        self.log = open(workdir / "relay.log", "wb")  # noqa: SIM115
+        self.log_path = workdir / "relay.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -223,6 +230,13 @@ class Relay:
             self.process.kill()
             self.process.wait()
         self.log.close()
+        if os.environ.get("BENCH_SLOW_CALLBACK_MS"):  # see tests/bench/relay.py
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if "Executing" in line:
+                    print(f"  slow: {line[:600]}", file=sys.stderr)
+
+
+_BIG_MEAN = 16 * 1024
 
 
 @dataclass
@@ -237,28 +251,53 @@ class Row:
     stall_ms: float
     delivered: str
 
-    def cells(self) -> list[str]:
-        def ms(values: list[float], q: float) -> str:
-            if not values:
-                return "-"
-            ordered = sorted(values)
-            return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.2f}"
+    def figures(self) -> dict[str, float | None]:
+        """The numeric cells, None where the load has no such figure."""
 
-        rate = f"{self.messages / self.seconds:,.0f}" if self.messages and self.seconds else "-"
-        per_msg = f"{self.cpu_ms / self.messages:.3f}" if self.messages else "-"
-        per_mib = f"{self.cpu_ms / (self.raw_bytes / MIB):.1f}" if self.raw_bytes else "-"
-        return [
-            self.name,
-            f"{self.messages:,}",
-            rate,
-            per_msg,
-            per_mib,
-            f"{self.rss_mib:.0f}",
-            ms(self.latencies, 0.5),
-            ms(self.latencies, 0.99),
-            f"{self.stall_ms:.1f}",
-            self.delivered,
-        ]
+        def quantile(q: float) -> float | None:
+            if not self.latencies:
+                return None
+            ordered = sorted(self.latencies)
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+        # Small messages are judged per message, loads with big ones per MiB.
+        big = bool(self.messages) and self.raw_bytes / self.messages >= _BIG_MEAN
+        return {
+            "msgs": float(self.messages),
+            "msgs/s": self.messages / self.seconds if self.messages and self.seconds else None,
+            "CPU ms/msg": self.cpu_ms / self.messages if self.messages and not big else None,
+            "CPU ms/MiB": self.cpu_ms / (self.raw_bytes / MIB) if big else None,
+            "peak RSS MiB": self.rss_mib,
+            "p50 ms": quantile(0.5),
+            "p99 ms": quantile(0.99),
+            "max stall ms": self.stall_ms,
+        }
+
+
+_FORMATS = {
+    "msgs": "{:,.0f}",
+    "msgs/s": "{:,.0f}",
+    "CPU ms/msg": "{:.3f}",
+    "CPU ms/MiB": "{:.1f}",
+    "peak RSS MiB": "{:.0f}",
+    "p50 ms": "{:.2f}",
+    "p99 ms": "{:.2f}",
+    "max stall ms": "{:.1f}",
+}
+
+
+def cells(runs: list[Row]) -> list[str]:
+    """One line of the table: each figure the median of the runs'."""
+    figures = [run.figures() for run in runs]
+    line = [runs[0].name]
+    for key, form in _FORMATS.items():
+        values = [value for f in figures if (value := f[key]) is not None]
+        line.append(form.format(statistics.median(values)) if values else "-")
+    notes = sorted({run.delivered for run in runs})
+    if len(notes) > 1 and all(note.endswith("once each") for note in notes):
+        notes = [f"once each, {len(runs)} runs"]
+    line.append("; ".join(notes))
+    return line
 
 
 HEADERS = [
@@ -275,8 +314,8 @@ HEADERS = [
 ]
 
 
-def table(rows: list[Row]) -> str:
-    cells = [HEADERS] + [row.cells() for row in rows]
+def table(rows: list[list[str]]) -> str:
+    cells = [HEADERS, *rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
@@ -305,10 +344,12 @@ class Bench:
     quick: bool
     driver: str
     profile: Path | None = None
+    round: int = 1  # which of the runs is going: names its work directory and profile
 
     @contextlib.contextmanager
     def relay(self, name: str) -> Iterator[Relay]:
-        workdir = self.workdir / "".join(c if c.isalnum() else "-" for c in name)
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        workdir = self.workdir / f"{slug}-{self.round}"
         workdir.mkdir()
         relay = Relay(workdir, self.fake, self.credential, self.loop, self.relay_root)
         try:
@@ -333,7 +374,8 @@ class Bench:
         slug = "".join(c if c.isalnum() else "-" for c in name)
         spy = subprocess.Popen(
             [
-                "py-spy",
+                # The venv's own when the venv is not on PATH (`.venv/bin/python -m ...`).
+                shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
                 "record",
                 "--format",
                 "raw",
@@ -341,7 +383,7 @@ class Bench:
                 "500",
                 "--threads",
                 "-o",
-                str(self.profile / f"{slug}.txt"),
+                str(self.profile / f"{slug}-{self.round}.txt"),
                 "-p",
                 str(relay.process.pid),
             ],
@@ -462,13 +504,17 @@ class Bench:
 
             opened, rss = asyncio.run(hold())
             stall = relay.max_stall_ms()
-            note = f"{opened}/{count} open, +{(rss - before) / 1024:.0f} MiB"
+            print(f"  idle: +{(rss - before) / 1024:.0f} MiB with all open", file=sys.stderr)
+            note = f"{opened}/{count} open"
             return Row(f"{count:,} idle connections", 0, 0.0, 0.0, 0, rss / 1024, [], stall, note)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ses-proxy benchmark")
-    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages, one run")
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per load, the table shows medians (3)"
+    )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument(
         "--relay-root",
@@ -493,7 +539,6 @@ def main(argv: list[str] | None = None) -> int:
         driver = "smtp-source" if shutil.which("smtp-source") else "asyncio"
     credential = Credential.new()
     fake = FakeSesProcess(credential, args.latency_ms)
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ses-proxy-bench-") as workdir:
         bench = Bench(
             fake,
@@ -517,19 +562,27 @@ def main(argv: list[str] | None = None) -> int:
             "stall": bench.stall,
             "idle": bench.idle,
         }
+        runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+        chosen = [name for name in loads if args.only is None or name in args.only]
+        results: dict[str, list[Row]] = {name: [] for name in chosen}
         try:
-            for name, load in loads.items():
-                if args.only is not None and name not in args.only:
-                    continue
-                print(f"running {name} ...", file=sys.stderr, flush=True)
-                rows.append(load())
+            for number in range(1, runs + 1):
+                bench.round = number
+                for name in chosen:
+                    print(f"run {number}/{runs}: {name} ...", file=sys.stderr, flush=True)
+                    results[name].append(loads[name]())
         finally:
             fake.stop()
+    rows = [row for name in chosen for row in results[name]]
+    if runs > 1:
+        print("\nevery run:", file=sys.stderr)
+        print(table([cells([row]) for row in rows]), file=sys.stderr)
     print(
         f"\nses-proxy benchmark: driver {driver}, loop {args.loop}, fake SES latency "
-        f"{args.latency_ms} ms, {os.cpu_count()} CPUs, relay {args.relay_root}"
+        f"{args.latency_ms} ms, {os.cpu_count()} CPUs, relay {args.relay_root}, "
+        f"median of {runs} run{'s' if runs > 1 else ''}"
     )
-    print(table(rows))
+    print(table([cells(results[name]) for name in chosen if results[name]]))
     ok = all("once each" in row.delivered or "open" in row.delivered for row in rows)
     return 0 if ok else 1
 
