@@ -1,7 +1,5 @@
 """message.py's stepwise counting and copy-free cleaning (issue #6) against the plain
 forms they replace: bytes.count in one call, and the header/body split and join.
-
-(It lives here with the rest of issue #6's tests; its natural home is tests/.)
 """
 
 from __future__ import annotations
