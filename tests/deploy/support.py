@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import smtplib
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from tests import harness
 from tests.harness import REPO
 
 DEPLOY = REPO / "deploy"
@@ -23,12 +22,18 @@ ALLOWED_SENDER = "noreply@example.com"
 DENIED_SENDER = "mallory@attacker.test"
 
 
+# The Debian package of each tool the deploy tests drive.
+_PACKAGES = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "buildah": "buildah",
+    "debootstrap": "debootstrap",
+    "systemd-analyze": "systemd",
+}
+
+
 def require_tool(name: str) -> str:
-    """The tool's path, or skip: CI installs it (.ci/run); a laptop may not have it."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install the package named in .ci/run)")
-    return path
+    return harness.require_tool(name, _PACKAGES.get(name, name))
 
 
 def load_yaml(path: Path) -> Any:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.support import DEPLOY, load_yaml
+from tests.deploy.support import DEPLOY, load_yaml, require_tool
 from tests.harness import REPO
 
 UNIT = DEPLOY / "systemd" / "ses-proxy.service"
@@ -97,9 +96,7 @@ def _unit_with_local_exec(tmp_path: Path) -> Path:
 
 
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = require_tool("systemd-analyze")
     unit = _unit_with_local_exec(tmp_path)
     result = subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
@@ -110,9 +107,7 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
 
 
 def test_systemd_analyze_verify_catches_a_bad_directive(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = require_tool("systemd-analyze")
     unit = _unit_with_local_exec(tmp_path)
     unit.write_text(unit.read_text().replace("ProtectSystem=strict", "ProtectSystem=strictly"))
     result = subprocess.run(
@@ -122,9 +117,7 @@ def test_systemd_analyze_verify_catches_a_bad_directive(tmp_path: Path) -> None:
 
 
 def test_systemd_analyze_security_rates_it_ok(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = require_tool("systemd-analyze")
     unit = _unit_with_local_exec(tmp_path)
     result = subprocess.run(
         [analyze, "security", "--offline=true", "--no-pager", str(unit)],

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
+from tests.harness import require_tool
 from tests.pacing.redis_server import RedisServer, RedisTls
 
 
 @pytest.fixture(autouse=True)
 def _redis_installed(request: pytest.FixtureRequest) -> None:
-    """Skip, as the deploy tests do for their tools: CI installs it (.ci/run)."""
     needs = {"redis_server", "redis_tls_server"} & set(request.fixturenames)
-    if needs and shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    if needs:
+        require_tool("redis-server", "redis-server")
 
 
 @pytest.fixture

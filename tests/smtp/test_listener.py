@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import smtplib
 import socket
 import ssl
@@ -21,7 +20,7 @@ from proxy.observability.metrics import Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp.session import Listeners
 from tests.conftest import StartProxy
-from tests.harness import RunningProxy, free_port
+from tests.harness import RunningProxy, free_port, require_tool
 
 MESSAGE = b"From: noreply@example.com\r\nTo: a@example.net\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -151,11 +150,11 @@ def test_implicit_tls_listener(
     assert len(outbox_files(proxy)) == 1
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="Debian's swaks is not installed")
 @pytest.mark.parametrize("mode", ["--tls", "--tls-on-connect"])
 def test_swaks_over_tls(
     start_outbox_proxy: StartProxy, certificate: tuple[Path, Path, Path], mode: str
 ) -> None:
+    swaks = require_tool("swaks", "swaks")
     cert, key, _ = certificate
     proxy = start_outbox_proxy(
         {"smtp": {"tls_cert_file": str(cert), "tls_key_file": str(key), "tls_port": free_port()}}
@@ -163,7 +162,7 @@ def test_swaks_over_tls(
     port = proxy.smtp_port if mode == "--tls" else proxy.tls_port
     result = subprocess.run(
         [
-            "swaks",
+            swaks,
             "--server",
             "127.0.0.1",
             "--port",
