@@ -43,6 +43,25 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m proxy ARGS` as an operator runs it: no SES_PROXY_* from this process,
+    `env` added on top."""
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("SES_PROXY_")}
+    process_env["PYTHONPATH"] = str(REPO)
+    process_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        capture_output=True,
+        text=True,
+        env=process_env,
+        timeout=60,
+        check=False,
+        cwd=cwd or REPO,
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.harness import REPO, deep_merge, free_port
+from tests.harness import deep_merge, free_port, run_cli
 
 GOOD = {
     "policy": {"allowed_senders": ["noreply@example.com"]},
     "delivery": {"backend": "outbox"},
 }
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith("SES_PROXY_")}
-    process_env["PYTHONPATH"] = str(REPO)
-    process_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
-        capture_output=True,
-        text=True,
-        env=process_env,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-    )
 
 
 def write_config(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.conftest import StartProxy
 from tests.deploy.support import DEPLOY, load_yaml
-from tests.harness import REPO
+from tests.harness import REPO, run_cli
 
 COMPOSE = DEPLOY / "docker-compose.yml"
 
@@ -46,14 +46,7 @@ def test_ses_proxy_runs_read_only_unprivileged_with_its_config() -> None:
     assert "no-new-privileges:true" in proxy["security_opt"]
     config_host, options = _mounts(proxy)["/etc/ses-proxy/config.yaml"]
     assert options == "ro"
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", "-c", str(config_host)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("check-config", "-c", str(config_host))
     assert result.returncode == 0, result.stderr
     assert "2525" not in str(proxy.get("ports", []))
 

@@ -3,8 +3,6 @@ properties the example promises (hardening, probes, IRSA, scraping, network fenc
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import pytest
 import yaml
 
 from tests.deploy.support import DEPLOY
-from tests.harness import REPO
+from tests.harness import run_cli
 
 K8S_DIR = DEPLOY / "kubernetes"
 # Native sidecars (initContainers[].restartPolicy: Always) are on by default from 1.29.
@@ -130,14 +128,7 @@ def test_config_comes_from_the_configmap_and_env() -> None:
 def test_configmap_config_passes_check_config(tmp_path: Path) -> None:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(_one("ConfigMap")["data"]["config.yaml"])
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", "-c", str(config_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("check-config", "-c", str(config_path))
     assert result.returncode == 0, result.stderr
     config = _proxy_config()
     assert config["smtp"]["host"] == "127.0.0.1"  # the app reaches it over the pod's loopback

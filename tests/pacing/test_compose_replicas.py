@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from tests.harness import REPO
+from tests.harness import REPO, run_cli
 
 COMPOSE = REPO / "deploy" / "docker-compose.replicas.yml"
 PASSWORD = "s3cret-for-the-test"
@@ -62,17 +59,8 @@ def test_the_replica_config_passes_check_config_with_its_environment(tmp_path: P
     service = next(iter(proxies().values()))
     [mount] = [v for v in service["volumes"] if v.endswith(":/etc/ses-proxy/config.yaml:ro")]
     config = (COMPOSE.parent / mount.split(":")[0]).resolve()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SES_PROXY_")}
-    env.update({k: str(v) for k, v in service["environment"].items()})
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    env = {k: str(v) for k, v in service["environment"].items()}
+    result = run_cli("check-config", "-c", str(config), env=env)
     assert result.returncode == 0, result.stderr
     # The effective config names the shared backend, with the password redacted.
     assert "backend: redis" in result.stdout or '"backend": "redis"' in result.stdout
