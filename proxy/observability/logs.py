@@ -17,6 +17,8 @@ from proxy.settings import LoggingSettings
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# json.dumps with `default=` builds a new encoder on every call; this one is reused.
+_ENCODER = json.JSONEncoder(default=str)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -38,17 +40,29 @@ def _error(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str,
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # The date and time to the second, formatted once per second, not once per
+        # line; one tuple, so that a thread never sees a second with another's text.
+        self._stamp = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
+            )
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{stamp[1]}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
         entry.update(_fields(record))
         entry.update(_error(record, self))
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 class TextFormatter(logging.Formatter):
