@@ -22,6 +22,7 @@ from aiobotocore.credentials import (  # type: ignore[attr-defined]
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from proxy.aws.errors import error_reply
 from proxy.settings import ConfigError, SesSettings
 
 _ASSUME_ROLE_SESSION_NAME = "ses-proxy"
@@ -49,9 +50,9 @@ async def open_session(
     try:
         return await _open_session(settings, session_policy)
     except ClientError as error:
-        details = error.response.get("Error", {})
+        reply = error_reply(error)
         raise CredentialError(
-            f"ses.role_arn: AssumeRole refused: {details.get('Code')}: {details.get('Message')}"
+            f"ses.role_arn: AssumeRole refused: {reply.code}: {reply.message}"
         ) from None
     except BotoCoreError as error:
         raise CredentialError(f"cannot obtain AWS credentials: {error}") from None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from proxy.aws.errors import error_reply
 from proxy.aws.ses_client import SesClient
 from proxy.observability.metrics import Metrics
 
@@ -49,7 +50,7 @@ class QuotaWatcher:
         try:
             answer = await api.get_send_quota()
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = error_reply(error).code
             if code in ("AccessDenied", "AccessDeniedException"):
                 if not self._denied_said:
                     self._denied_said = True

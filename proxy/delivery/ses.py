@@ -18,6 +18,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from proxy.aws.errors import error_reply
 from proxy.aws.sendraw import SesErrorReply
 from proxy.aws.ses_client import SesClient
 from proxy.delivery import DeliveryError, Envelope
@@ -81,9 +82,8 @@ def failure_of(error: Exception) -> DeliveryError | None:
     if isinstance(error, SesErrorReply):
         return classify(error.code, error.message, error.status)
     if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return classify(str(details.get("Code", "")), str(details.get("Message", "")), status)
+        reply = error_reply(error)
+        return classify(reply.code, reply.message, reply.status)
     if isinstance(error, _CREDENTIAL_ERRORS):
         return no_credentials(f"{type(error).__name__}: {error}")
     if isinstance(error, (BotoCoreError, ResponseParserError, OSError, TimeoutError)):
