@@ -28,11 +28,12 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
 
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proxy.addresses import AddressError, matches_any, parse_envelope_address
-from proxy.aws.credentials import CredentialSource, credential_expiry, open_session
+from proxy.aws.credentials import CredentialSource
+from proxy.aws.errors import error_reply
+from proxy.aws.ses_client import SesClient
 from proxy.delivery import DeliveryError
 from proxy.delivery.ses_errors import classify, unreachable
 from proxy.settings import ConfigError, Settings
@@ -491,11 +492,8 @@ async def _ask(call: Awaitable[T]) -> T | CallFailed:
     try:
         return await call
     except ClientError as error:
-        details = error.response.get("Error", {})
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return CallFailed(
-            str(details.get("Code", "")), _shown(str(details.get("Message", ""))), status
-        )
+        reply = error_reply(error)
+        return CallFailed(reply.code, _shown(reply.message), reply.status)
     except (BotoCoreError, OSError, TimeoutError) as error:
         return CallFailed(type(error).__name__, _shown(str(error)), None)
 
@@ -643,28 +641,16 @@ async def run_doctor(
             out.write(line.render() + "\n")
         out.flush()
 
-    ses = settings.ses
+    # The relay's own client: same credential chain, session policy, timeouts, one attempt.
+    # Credentials that cannot be had raise CredentialError (exit 2): nothing can be checked.
+    ses = SesClient(settings.ses, session_policy)
+    await ses.start()
     try:
-        session, source = await open_session(ses, session_policy)
-    except ClientError as error:
-        # AssumeRole refused: nothing else can be checked with this credential.
-        code = error.response.get("Error", {}).get("Code", "")
-        message = _shown(str(error.response.get("Error", {}).get("Message", "")))
-        raise ConfigError(f"ses.role_arn: AssumeRole failed ({code}: {message})") from None
-    except BotoCoreError as error:
-        raise ConfigError(
-            f"credentials: cannot be obtained ({type(error).__name__}: {_shown(str(error))})"
-        ) from None
-    emit(credential_line(source, credential_expiry(session), datetime.now(UTC)))
-
-    config = AioConfig(
-        connect_timeout=ses.connect_timeout_seconds,
-        read_timeout=ses.read_timeout_seconds,
-        retries={"mode": "standard", "total_max_attempts": 1},
-    )
-    async with session.create_client(
-        "ses", region_name=ses.region, endpoint_url=ses.endpoint_url, config=config
-    ) as client:
-        async for line in checks(client, settings, to):
+        assert ses.credential_source is not None
+        assert ses.api is not None
+        emit(credential_line(ses.credential_source, ses.credential_expiry(), datetime.now(UTC)))
+        async for line in checks(ses.api, settings, to):
             emit(line)
+    finally:
+        await ses.close()
     return exit_code(lines)
