@@ -105,6 +105,7 @@ async def serve(settings: Settings) -> int:
     # the process: keep it out of the collector, whose full passes over it stalled
     # the event loop for tens of milliseconds (measured with `make bench`).
     gc.freeze()
+    gc.set_threshold(20000, 50, 100)
     if quota is not None:
         quota.start()
     try:

@@ -34,7 +34,7 @@ import hashlib
 import hmac
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import quote, quote_plus, urlsplit
@@ -45,6 +45,7 @@ from botocore.exceptions import NoCredentialsError
 from botocore.parsers import QueryParser, ResponseParserError
 from botocore.utils import normalize_url_path
 
+from proxy.aws import transport
 from proxy.settings import ConfigError
 
 API_VERSION: Final = "2010-12-01"
@@ -88,8 +89,40 @@ class HttpResponse(Protocol):
     async def content(self) -> bytes: ...
 
 
-class HttpSession(Protocol):
-    async def send(self, request: AWSPreparedRequest) -> Any: ...
+class Poster(Protocol):
+    """POSTs to the endpoint: (status, headers with lower-case names, body) of the answer."""
+
+    async def post(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]: ...
+
+
+class BotocorePoster:
+    """POSTs through the aiobotocore client's HTTP session: the way when a proxy
+    stands between the relay and SES (transport.py does not speak to proxies)."""
+
+    def __init__(self, http_session: Any, url: str) -> None:
+        self._http = http_session
+        self._url = url
+
+    async def post(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        payload: bytes | io.BytesIO = body
+        if len(body) >= THREAD_THRESHOLD:
+            # Bytes go to the socket in one write: for a 10 MB message, a join, a send
+            # and copies of the rest, ~20 ms of event loop. A stream goes in steps, with
+            # the same Content-Length and the same octets.
+            payload = io.BytesIO(body)
+        prepared = AWSPreparedRequest(
+            method="POST",
+            url=self._url,
+            headers=dict(headers),  # type: ignore[arg-type]  # botocore accepts any mapping
+            body=payload,
+            stream_output=False,
+        )
+        response = await self._http.send(prepared)
+        return int(response.status_code), dict(response.headers), await response.content
 
 
 @dataclass(frozen=True)
@@ -247,6 +280,18 @@ def parse_error(status: int, headers: dict[str, str], body: bytes) -> SesErrorRe
     return SesErrorReply(str(code), str(error.get("Message") or ""), status)
 
 
+def request_url(endpoint_url: str, allow_insecure_endpoint: bool) -> str:
+    """The URL SendRawEmail is posted to (botocore's join of the endpoint and the
+    operation's "/"); an endpoint that is not https is refused unless allowed."""
+    parts = urlsplit(endpoint_url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and allow_insecure_endpoint):
+        raise ConfigError(
+            f"ses.endpoint_url: {endpoint_url!r} is not https (set allow_insecure_endpoint: "
+            "true only for tests)"
+        )
+    return parts._replace(path=parts.path or "/").geturl()
+
+
 class SendRawEmail:
     """The lean SendRawEmail of one SES client (see the module docstring)."""
 
@@ -254,43 +299,56 @@ class SendRawEmail:
         self,
         *,
         credentials: Credentials,
-        http_session: HttpSession,
-        endpoint_url: str,
+        poster: Poster,
+        url: str,
         region: str,
         signing_name: str,
         user_agent: str,
-        allow_insecure_endpoint: bool,
     ) -> None:
-        parts = urlsplit(endpoint_url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and allow_insecure_endpoint):
-            raise ConfigError(
-                f"ses.endpoint_url: {endpoint_url!r} is not https (set allow_insecure_endpoint: "
-                "true only for tests)"
-            )
         self._credentials = credentials
-        self._http = http_session
-        # botocore's _urljoin of the endpoint and the operation's requestUri "/".
-        path = parts.path or "/"
-        self.url = parts._replace(path=path).geturl()
-        self.signer = Signer(self.url, region, signing_name)
+        self._http = poster
+        self.url = url
+        self.signer = Signer(url, region, signing_name)
         self._user_agent = user_agent
 
     @classmethod
     def for_client(
-        cls, client: Any, credentials: Credentials, allow_insecure_endpoint: bool
+        cls,
+        client: Any,
+        credentials: Credentials,
+        allow_insecure_endpoint: bool,
+        ca_bundle: bool | str | None = None,
     ) -> SendRawEmail:
         """The lean path of an aiobotocore SES client: its endpoint, region, signing
-        name, user agent and HTTP session (pool, timeouts, proxies, CA bundle)."""
+        name, user agent, timeouts and pool size; `ca_bundle` is the session's setting
+        (None: botocore's default). Straight to the endpoint on transport.py, or
+        through the client's own HTTP session when a proxy is set for the endpoint."""
         meta = client.meta
+        config = meta.config
+        url = request_url(meta.endpoint_url, allow_insecure_endpoint)
+        poster: Poster
+        if transport.proxy_for(url) is not None:
+            poster = BotocorePoster(client._endpoint.http_session, url)
+        else:
+            poster = transport.Transport(
+                url,
+                tls=transport.tls_context(ca_bundle) if url.startswith("https:") else None,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                pool_size=config.max_pool_connections,
+            )
         return cls(
             credentials=credentials,
-            http_session=client._endpoint.http_session,
-            endpoint_url=meta.endpoint_url,
+            poster=poster,
+            url=url,
             region=meta.region_name,
             signing_name=meta.service_model.signing_name,
-            user_agent=meta.config.user_agent or "ses-proxy",
-            allow_insecure_endpoint=allow_insecure_endpoint,
+            user_agent=config.user_agent or "ses-proxy",
         )
+
+    def close(self) -> None:
+        if isinstance(self._http, transport.Transport):
+            self._http.close()
 
     async def frozen_credentials(self) -> Frozen:
         frozen = await self._credentials.get_frozen_credentials()
@@ -332,22 +390,7 @@ class SendRawEmail:
         """SES's MessageId; SesErrorReply for an error answer; botocore's exceptions
         (BotoCoreError subclasses) for no answer, a broken one or no credentials."""
         request = await self.build(source, destinations, raw, configuration_set)
-        payload: bytes | io.BytesIO = request.body
-        if len(request.body) >= THREAD_THRESHOLD:
-            # Bytes go to the socket in one write: for a 10 MB message, a join, a send
-            # and copies of the rest, ~20 ms of event loop. A stream goes in steps, with
-            # the same Content-Length and the same octets.
-            payload = io.BytesIO(request.body)
-        prepared = AWSPreparedRequest(
-            method="POST",
-            url=request.url,
-            headers=request.headers,  # type: ignore[arg-type]
-            body=payload,
-            stream_output=False,
-        )
-        response = await self._http.send(prepared)
-        status = int(response.status_code)
-        body = await response.content
+        status, headers, body = await self._http.post(request.headers, request.body)
         if status < 300:
             return parse_message_id(body)
-        raise parse_error(status, dict(response.headers), body)
+        raise parse_error(status, headers, body)

@@ -70,10 +70,15 @@ class SesClient:
         if credentials is None:  # open_session has found one; this is for the type checker
             raise CredentialError("no AWS credentials found")
         self._sendraw = SendRawEmail.for_client(
-            self._client, credentials, self.settings.allow_insecure_endpoint
+            self._client,
+            credentials,
+            self.settings.allow_insecure_endpoint,
+            session.get_config_variable("ca_bundle"),
         )
 
     async def close(self) -> None:
+        if self._sendraw is not None:
+            self._sendraw.close()
         self._sendraw = None
         await self._stack.aclose()
         self._client = None

@@ -20,6 +20,7 @@ from botocore.parsers import ResponseParserError
 
 from proxy.aws.errors import error_reply
 from proxy.aws.sendraw import SesErrorReply
+from proxy.aws.transport import TransportError
 from proxy.aws.ses_client import SesClient
 from proxy.delivery import DeliveryError, Envelope
 from proxy.delivery.ses_errors import classify, no_credentials, unreachable
@@ -86,6 +87,8 @@ def failure_of(error: Exception) -> DeliveryError | None:
         return classify(reply.code, reply.message, reply.status)
     if isinstance(error, _CREDENTIAL_ERRORS):
         return no_credentials(f"{type(error).__name__}: {error}")
-    if isinstance(error, (BotoCoreError, ResponseParserError, OSError, TimeoutError)):
+    if isinstance(
+        error, (TransportError, BotoCoreError, ResponseParserError, OSError, TimeoutError)
+    ):
         return unreachable(f"{type(error).__name__}: {error}")
     return None

@@ -199,20 +199,10 @@ def test_the_endpoint_is_the_one_botocore_resolves_without_endpoint_url() -> Non
 def test_plain_http_is_refused_unless_allowed() -> None:
     from proxy.settings import ConfigError
 
-    class _NoCredentials:
-        async def get_frozen_credentials(self) -> None:
-            return None
-
     with pytest.raises(ConfigError, match="https"):
-        SendRawEmail(
-            credentials=_NoCredentials(),
-            http_session=None,  # type: ignore[arg-type]
-            endpoint_url="http://127.0.0.1:1",
-            region="eu-west-3",
-            signing_name="ses",
-            user_agent="t",
-            allow_insecure_endpoint=False,
-        )
+        sendraw.request_url("http://127.0.0.1:1", allow_insecure_endpoint=False)
+    assert sendraw.request_url("http://127.0.0.1:1", True) == "http://127.0.0.1:1/"
+    assert sendraw.request_url("https://h.test/p", False) == "https://h.test/p"
 
 
 # ---------------------------------------------------------------- against the fake SES

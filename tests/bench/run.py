@@ -201,8 +201,14 @@ class Relay:
         raise RuntimeError("relay not ready")
 
     def cpu_seconds(self) -> float:
+        user, system = self.cpu_split()
+        return user + system
+
+    def cpu_split(self) -> tuple[float, float]:
+        """The relay's CPU seconds so far: (user, system)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def memory_kib(self, key: str) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -214,7 +220,7 @@ class Relay:
         self.process.send_signal(signal.SIGUSR1)
 
     def max_stall_ms(self) -> float:
-        time.sleep(0.25)  # the monitor writes every 100 ms
+        time.sleep(0.1)  # the last loop turns of the load finish
         try:
             stats = json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
@@ -402,10 +408,15 @@ class Bench:
 
     def measure(self, name: str, run: Callable[[Relay], tuple[int, list[float]]]) -> Row:
         with self.relay(name) as relay, self.profiled(name, relay):
-            cpu0, t0 = relay.cpu_seconds(), time.perf_counter()
+            (user0, system0), t0 = relay.cpu_split(), time.perf_counter()
             expected, latencies = run(relay)
             seconds = time.perf_counter() - t0
-            cpu_ms = (relay.cpu_seconds() - cpu0) * 1000
+            user, system = relay.cpu_split()
+            cpu_ms = (user - user0 + system - system0) * 1000
+            print(
+                f"  cpu: user {(user - user0) * 1000:.0f} ms, system {(system - system0) * 1000:.0f} ms",
+                file=sys.stderr,
+            )
             stall = relay.max_stall_ms()
             fake = self.fake.stats()
             return Row(

@@ -1,0 +1,338 @@
+"""HTTP/1.1 keep-alive to the SES endpoint for the lean SendRawEmail, on asyncio's protocol API.
+
+Going through the aiobotocore client's HTTP session cost a fifth of a small message's
+CPU: botocore's request and response objects, header maps built and rebuilt, a proxy
+lookup per call, and aiohttp's general client under it. One endpoint and one kind of
+request need far less: the request is one buffer (headers and body, or the headers
+and the body in 256 KiB steps for a big one), the answer is a status, a few headers
+and a small XML body read with `bytes.find`.
+
+What stays as botocore does it, resolved once when the transport is built:
+- the CA bundle: `ses.ca_bundle`/`AWS_CA_BUNDLE` (the session's `ca_bundle`), else
+  `REQUESTS_CA_BUNDLE`, else botocore's own, and the host name checked;
+- the timeouts: `connect_timeout_seconds` to connect (and finish TLS),
+  `read_timeout_seconds` for the answer once the request is written;
+- the pool: up to `pool_size` connections, idle ones reused newest first and closed
+  after `IDLE_SECONDS` (before SES's own idle limit, so that a reused connection is
+  rarely one SES is closing).
+
+A proxy for the endpoint (HTTPS_PROXY and NO_PROXY, as botocore reads them) is not
+this module's: `proxy_for` tells, and the lean path then sends through the aiobotocore
+client's HTTP session, which knows proxies.
+
+Every failure to get an answer (refused, reset, closed early, timed out, TLS refused,
+an answer that is not HTTP) raises TransportError: nothing says SES did not get the
+request, so the message is deferred (451), never acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+from botocore.httpsession import create_urllib3_context, get_cert_path
+from botocore.utils import get_environ_proxies
+
+IDLE_SECONDS: Final = 15.0  # aiohttp's keep-alive default, which aiobotocore used
+WRITE_STEP: Final = 256 * 1024
+_MAX_HEAD: Final = 64 * 1024
+_MAX_BODY: Final = 16 * 1024 * 1024  # SES's answers are a few hundred octets
+
+
+class TransportError(Exception):
+    """No (usable) answer from SES: the request may or may not have been processed."""
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy botocore would use for `url` (from the environment), if any."""
+    return get_environ_proxies(url).get(urlsplit(url).scheme)
+
+
+def tls_context(verify: bool | str | None) -> ssl.SSLContext:
+    """The TLS context botocore builds for `verify` (the session's ca_bundle setting)."""
+    if verify is None:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE", True)
+    context: ssl.SSLContext = create_urllib3_context()
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    ca_certs = get_cert_path(verify)  # type: ignore[arg-type]  # stubs say bool; str is a path
+    if ca_certs:
+        context.load_verify_locations(ca_certs)
+    return context
+
+
+class _Answer:
+    """The parts of one HTTP answer, filled in as bytes arrive."""
+
+    __slots__ = ("body", "headers", "keep_alive", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.keep_alive = True
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to the endpoint: one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[_Answer] | None = None
+        self._answer: _Answer | None = None
+        self._need = -1  # octets of body still expected once the head is read; -1: head
+        self._chunked = False
+        self._chunks: list[bytes] = []
+        self._writable: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # nothing asked: an answer out of turn ends the connection
+            self._fail(TransportError("SES sent data with no request pending"))
+            return
+        self._buffer += data
+        try:
+            self._parse()
+        except TransportError as error:
+            self._fail(error)
+
+    def eof_received(self) -> bool:
+        self._fail(TransportError("SES closed the connection before answering"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        detail = f": {exc}" if exc is not None else ""
+        self._fail(TransportError(f"connection to SES lost{detail}"))
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # the exchange
+
+    async def exchange(self, request: bytes, body: bytes, read_timeout: float) -> _Answer:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self._answer = _Answer()
+        self._need = -1
+        self._buffer.clear()
+        transport = self.transport
+        if len(body) <= WRITE_STEP:
+            transport.write(request + body)
+        else:
+            # A big body goes in steps, waiting whenever the socket's buffer is full:
+            # one write of 14 MB would copy most of it into asyncio's buffer at once.
+            transport.write(request)
+            view = memoryview(body)
+            for start in range(0, len(body), WRITE_STEP):
+                if self._writable is not None:
+                    try:
+                        async with asyncio.timeout(read_timeout):
+                            await self._writable
+                    except TimeoutError:
+                        self._timed_out(read_timeout)
+                        break
+                if self.closed:
+                    break
+                transport.write(view[start : start + WRITE_STEP])
+        timer = loop.call_later(read_timeout, self._timed_out, read_timeout)
+        try:
+            answer: _Answer = await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return answer
+
+    def _timed_out(self, seconds: float) -> None:
+        self._fail(TransportError(f"no answer from SES within {seconds:g} s"))
+
+    def _fail(self, error: TransportError) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _parse(self) -> None:
+        answer = self._answer
+        assert answer is not None
+        while True:
+            if self._need < 0:
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._buffer) > _MAX_HEAD:
+                        raise TransportError("SES's answer has an over-long head")
+                    return
+                head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+                del self._buffer[: end + 4]
+                self._read_head(answer, head)
+                if 100 <= answer.status < 200:  # an interim answer: the real one follows
+                    continue
+            if self._chunked:
+                if not self._read_chunks(answer):
+                    return
+            else:
+                if len(self._buffer) < self._need:
+                    return
+                answer.body = bytes(self._buffer[: self._need])
+                del self._buffer[: self._need]
+            if self._buffer:
+                answer.keep_alive = False  # octets after the answer: not to be trusted
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(answer)
+            return
+
+    def _read_head(self, answer: _Answer, head: list[str]) -> None:
+        version, _, rest = head[0].partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise TransportError("SES's answer is not HTTP/1.x")
+        answer.status = int(code)
+        headers: dict[str, str] = {}
+        for line in head[1:]:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise TransportError("SES's answer has a malformed header")
+            headers[name.strip().lower()] = value.strip()
+        answer.headers = headers
+        answer.keep_alive = (
+            version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        )
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if self._chunked:
+            self._need = 0
+            self._chunks = []
+        elif 100 <= answer.status < 200 or answer.status in (204, 304):
+            self._need = 0
+        else:
+            length = headers.get("content-length")
+            if length is None or not length.isdigit() or int(length) > _MAX_BODY:
+                # Read to the end of the connection is not supported: SES sends a length.
+                raise TransportError("SES's answer has no usable Content-Length")
+            self._need = int(length)
+
+    def _read_chunks(self, answer: _Answer) -> bool:
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                return False
+            size_text = bytes(buffer[:end]).split(b";")[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise TransportError("SES's answer has a malformed chunk") from None
+            if size == 0:
+                trailer = buffer.find(b"\r\n\r\n", end)
+                if trailer < 0:
+                    return False
+                del buffer[: trailer + 4]
+                answer.body = b"".join(self._chunks)
+                return True
+            if sum(map(len, self._chunks)) + size > _MAX_BODY:
+                raise TransportError("SES's answer is too long")
+            if len(buffer) < end + 2 + size + 2:
+                return False
+            self._chunks.append(bytes(buffer[end + 2 : end + 2 + size]))
+            del buffer[: end + 2 + size + 2]
+
+
+class Transport:
+    """Keep-alive connections to one endpoint (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: ssl.SSLContext | None,
+        connect_timeout: float,
+        read_timeout: float,
+        pool_size: int,
+    ) -> None:
+        parts = urlsplit(url)
+        self._secure = parts.scheme == "https"
+        if self._secure and tls is None:
+            raise ValueError("an https endpoint needs a TLS context")
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._secure else 80)
+        self._tls = tls if self._secure else None
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(pool_size)
+
+    async def post(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lower-case names, body) of SES's answer."""
+        head = [f"POST {self._target} HTTP/1.1"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        head.append(f"Content-Length: {len(body)}")
+        request = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8")
+        async with self._slots:
+            connection = await self._checkout()
+            try:
+                answer = await connection.exchange(request, body, self._read_timeout)
+            except BaseException:
+                connection.close()
+                raise
+            if answer.keep_alive and not connection.closed:
+                connection.idle_since = asyncio.get_running_loop().time()
+                self._idle.append(connection)
+            else:
+                connection.close()
+            return answer.status, answer.headers, answer.body
+
+    async def _checkout(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and loop.time() - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.close()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, protocol = await loop.create_connection(
+                    _Connection,
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._host if self._tls is not None else None,
+                )
+        except TimeoutError:
+            raise TransportError(
+                f"could not connect to SES within {self._connect_timeout:g} s"
+            ) from None
+        except OSError as error:  # refused, unreachable, TLS refused (SSLError)
+            raise TransportError(f"could not connect to SES: {error}") from None
+        return protocol
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
