@@ -14,16 +14,17 @@ loop. This module does the same request in a few C-speed steps:
   request, so the signature equals botocore's for the same instant (tests compare);
 - credentials: the session's own, `await get_frozen_credentials()` per call, so
   botocore's refresh and rotation keep working;
-- transport: the aiobotocore client's own HTTP session (its aiohttp pool, timeouts,
-  proxies and CA bundle, so `AWS_CA_BUNDLE` and `ca_bundle` apply as they do to
-  botocore), to the endpoint botocore resolved for the client;
+- transport: `transport.py`, keep-alive HTTP/1.1 to the endpoint botocore resolved
+  for the client, with the client's timeouts and pool size and the CA bundle the
+  session resolves (`ca_bundle`, `AWS_CA_BUNDLE`); when a proxy is set for the
+  endpoint, the aiobotocore client's own HTTP session, which speaks to proxies;
 - answers: the MessageId of a success is found with `bytes.find`; an error answer
   goes through botocore's own query parser, so the code, message and status handed
   to `delivery/ses_errors.classify` are the ones the stock client would give.
 
 A message over `THREAD_THRESHOLD` is encoded and hashed in a worker thread, in
-slices, and its body goes to aiohttp as a stream, which writes it 256 KiB a step:
-the event loop never waits on one long C call.
+slices, and its body is written to the socket 256 KiB a step: the event loop never
+waits on one long C call.
 """
 
 from __future__ import annotations

@@ -1,0 +1,110 @@
+"""With a proxy set for the SES endpoint, the lean path sends through it; without, or
+with NO_PROXY naming the endpoint, straight to SES (proxy/aws/transport.py).
+
+The proxy is a real forward proxy on loopback (plain HTTP, absolute-form requests):
+the fake SES checks the signature of what it forwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.aws.paths import Paths
+from tests.fakes.aws import FakeAWS
+from tests.fakes.credentials import FakeContainerCredentials
+from tests.fakes.server import MAX_REQUEST_BYTES, BackgroundServer
+
+_HOP_BY_HOP = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
+_MESSAGE = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: via proxy\r\n\r\nhi\r\n"
+
+
+class ForwardProxy(BackgroundServer):
+    """Forwards each request to the URL it names; records (method, URL) of each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forwarded: list[tuple[str, str]] = []
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        self.forwarded.append((request.method, str(request.url)))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method,
+                request.url,
+                headers=headers,
+                data=await request.read(),
+                skip_auto_headers={"Content-Type"},
+            ) as answer,
+        ):
+            body = await answer.read()
+            kept = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() not in _HOP_BY_HOP | {"content-length", "transfer-encoding"}
+            }
+            return web.Response(status=answer.status, headers=kept, body=body)
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[ForwardProxy]:
+    with ForwardProxy() as proxy:
+        yield proxy
+
+
+def _send_lean(fake_aws: FakeAWS) -> tuple[str, ...]:
+    paths = Paths(fake_aws.url, fake_aws.region)
+    try:
+        return paths.lean("a@example.com", ["b@example.net"], _MESSAGE, None)
+    finally:
+        paths.close()
+
+
+def _ses_requests(proxy: ForwardProxy, fake_aws: FakeAWS) -> list[tuple[str, str]]:
+    return [(m, url) for m, url in proxy.forwarded if url.startswith(fake_aws.url)]
+
+
+def test_a_proxy_in_the_environment_carries_the_lean_send(
+    fake_aws: FakeAWS,
+    container_credentials: FakeContainerCredentials,
+    forward_proxy: ForwardProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    container_credentials.apply_env(monkeypatch)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+
+    outcome = _send_lean(fake_aws)
+
+    assert outcome[0] == "ok", outcome
+    assert _ses_requests(forward_proxy, fake_aws) == [("POST", f"{fake_aws.url}/")]
+    assert [m.raw for m in fake_aws.sent] == [_MESSAGE]
+    assert outcome[1] == fake_aws.sent[0].message_id
+
+
+def test_no_proxy_naming_the_endpoint_sends_straight_to_ses(
+    fake_aws: FakeAWS,
+    container_credentials: FakeContainerCredentials,
+    forward_proxy: ForwardProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    container_credentials.apply_env(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    outcome = _send_lean(fake_aws)
+
+    assert outcome[0] == "ok", outcome
+    assert _ses_requests(forward_proxy, fake_aws) == []
+    assert [m.raw for m in fake_aws.sent] == [_MESSAGE]
