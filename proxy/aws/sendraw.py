@@ -318,7 +318,7 @@ class SendRawEmail:
         client: Any,
         credentials: Credentials,
         allow_insecure_endpoint: bool,
-        ca_bundle: bool | str | None = None,
+        ca_bundle: str | None = None,
     ) -> SendRawEmail:
         """The lean path of an aiobotocore SES client: its endpoint, region, signing
         name, user agent, timeouts and pool size; `ca_bundle` is the session's setting

@@ -52,10 +52,11 @@ def proxy_for(url: str) -> str | None:
     return get_environ_proxies(url).get(urlsplit(url).scheme)
 
 
-def tls_context(verify: bool | str | None) -> ssl.SSLContext:
-    """The TLS context botocore builds for `verify` (the session's ca_bundle setting)."""
-    if verify is None:
-        verify = os.environ.get("REQUESTS_CA_BUNDLE", True)
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """The TLS context botocore builds for the session's ca_bundle setting (a path, or
+    None: REQUESTS_CA_BUNDLE, else botocore's default bundle). Certificates are always
+    verified: the relay has no setting that turns verification off."""
+    verify: bool | str = ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or True
     context: ssl.SSLContext = create_urllib3_context()
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
@@ -191,6 +192,7 @@ class _Connection(asyncio.Protocol):
                 del self._buffer[: end + 4]
                 self._read_head(answer, head)
                 if 100 <= answer.status < 200:  # an interim answer: the real one follows
+                    self._need = -1  # its head, not a body, comes next
                     continue
             if self._chunked:
                 if not self._read_chunks(answer):
@@ -202,7 +204,9 @@ class _Connection(asyncio.Protocol):
                 del self._buffer[: self._need]
             if self._buffer:
                 answer.keep_alive = False  # octets after the answer: not to be trusted
-            waiter = self._waiter
+            # Detached at once: octets that come before `post` resumes are out of turn
+            # (they end the connection) and cannot overwrite this answer.
+            waiter, self._waiter = self._waiter, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(answer)
             return
@@ -210,7 +214,7 @@ class _Connection(asyncio.Protocol):
     def _read_head(self, answer: _Answer, head: list[str]) -> None:
         version, _, rest = head[0].partition(" ")
         code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
+        if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
             raise TransportError("SES's answer is not HTTP/1.x")
         answer.status = int(code)
         headers: dict[str, str] = {}
@@ -231,7 +235,11 @@ class _Connection(asyncio.Protocol):
             self._need = 0
         else:
             length = headers.get("content-length")
-            if length is None or not length.isdigit() or int(length) > _MAX_BODY:
+            if (
+                length is None
+                or not (length.isascii() and length.isdigit())  # not "²": int() refuses it
+                or int(length) > _MAX_BODY
+            ):
                 # Read to the end of the connection is not supported: SES sends a length.
                 raise TransportError("SES's answer has no usable Content-Length")
             self._need = int(length)
@@ -243,10 +251,11 @@ class _Connection(asyncio.Protocol):
             if end < 0:
                 return False
             size_text = bytes(buffer[:end]).split(b";")[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise TransportError("SES's answer has a malformed chunk") from None
+            # Hex digits only: int() also takes "-ff" (a negative size, which made this
+            # loop spin forever), "+5", "0x5" and "1_0".
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                raise TransportError("SES's answer has a malformed chunk")
+            size = int(size_text, 16)
             if size == 0:
                 trailer = buffer.find(b"\r\n\r\n", end)
                 if trailer < 0:

@@ -20,8 +20,8 @@ from botocore.parsers import ResponseParserError
 
 from proxy.aws.errors import error_reply
 from proxy.aws.sendraw import SesErrorReply
-from proxy.aws.transport import TransportError
 from proxy.aws.ses_client import SesClient
+from proxy.aws.transport import TransportError
 from proxy.delivery import DeliveryError, Envelope
 from proxy.delivery.ses_errors import classify, no_credentials, unreachable
 from proxy.observability.metrics import Metrics
