@@ -2,7 +2,8 @@
 
 Shared by the delivery backend (SendRawEmail) and the quota watcher (GetSendQuota).
 The per-message SendRawEmail takes the lean path of `sendraw.py`, built from this
-client (endpoint, signing name, HTTP session) and this session's live credentials.
+client (endpoint, signing name, timeouts, pool size; its HTTP session only behind a
+proxy) and this session's live credentials and CA bundle.
 botocore's own retries are off: a retry inside the client would hide throttling
 from the pacing box and could send twice after a timeout.
 """
