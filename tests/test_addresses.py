@@ -351,6 +351,24 @@ def test_string_like_agrees_with_fnmatch(pattern: str, value: str) -> None:
     assert string_like(pattern, value) is fnmatch.fnmatchcase(value.lower(), pattern.lower())
 
 
+@given(
+    prefix=st.text("abB.@", max_size=5),
+    star=st.booleans(),
+    suffix=st.text("abB.@", max_size=5),
+    value=st.text("abAB.@", max_size=10),
+)
+@settings(max_examples=300)
+def test_string_like_literal_and_one_star_shapes_agree_with_fnmatch(
+    prefix: str, star: bool, suffix: str, value: str
+) -> None:
+    # The shapes string_like decides without its loop: "lit", "pre*", "*suf", "pre*suf",
+    # including a prefix and suffix that would overlap in a short value.
+    pattern = prefix + ("*" if star else "") + suffix
+    for candidate in (value, prefix + value + suffix, prefix + suffix, (prefix + suffix)[1:]):
+        expected = fnmatch.fnmatchcase(candidate.lower(), pattern.lower())
+        assert string_like(pattern, candidate) is expected
+
+
 @given(pattern=st.text("aB.+*?\\", max_size=8), value=st.text("abAB.+\\\n", max_size=10))
 @settings(max_examples=150)
 def test_string_like_agrees_with_a_regex(pattern: str, value: str) -> None:
