@@ -82,20 +82,14 @@ class Credentials(Protocol):
     async def get_frozen_credentials(self) -> Any: ...
 
 
-class HttpResponse(Protocol):
-    status_code: int
-    headers: Any
-
-    @property
-    async def content(self) -> bytes: ...
-
-
 class Poster(Protocol):
     """POSTs to the endpoint: (status, headers with lower-case names, body) of the answer."""
 
     async def post(
         self, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]: ...
+
+    def close(self) -> None: ...
 
 
 class BotocorePoster:
@@ -124,6 +118,9 @@ class BotocorePoster:
         )
         response = await self._http.send(prepared)
         return int(response.status_code), dict(response.headers), await response.content
+
+    def close(self) -> None:
+        """Nothing of its own to close: the HTTP session is the client's."""
 
 
 @dataclass(frozen=True)
@@ -307,7 +304,7 @@ class SendRawEmail:
         user_agent: str,
     ) -> None:
         self._credentials = credentials
-        self._http = poster
+        self._poster = poster
         self.url = url
         self.signer = Signer(url, region, signing_name)
         self._user_agent = user_agent
@@ -348,8 +345,7 @@ class SendRawEmail:
         )
 
     def close(self) -> None:
-        if isinstance(self._http, transport.Transport):
-            self._http.close()
+        self._poster.close()
 
     async def frozen_credentials(self) -> Frozen:
         frozen = await self._credentials.get_frozen_credentials()
@@ -391,7 +387,7 @@ class SendRawEmail:
         """SES's MessageId; SesErrorReply for an error answer; botocore's exceptions
         (BotoCoreError subclasses) for no answer, a broken one or no credentials."""
         request = await self.build(source, destinations, raw, configuration_set)
-        status, headers, body = await self._http.post(request.headers, request.body)
+        status, headers, body = await self._poster.post(request.headers, request.body)
         if status < 300:
             return parse_message_id(body)
         raise parse_error(status, headers, body)

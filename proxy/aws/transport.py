@@ -1,15 +1,15 @@
 """HTTP/1.1 keep-alive to the SES endpoint for the lean SendRawEmail, on asyncio's protocol API.
 
-Going through the aiobotocore client's HTTP session cost a fifth of a small message's
-CPU: botocore's request and response objects, header maps built and rebuilt, a proxy
-lookup per call, and aiohttp's general client under it. One endpoint and one kind of
-request need far less: the request is one buffer (headers and body, or the headers
-and the body in 256 KiB steps for a big one), the answer is a status, a few headers
-and a small XML body read with `bytes.find`.
+Going through the aiobotocore client's HTTP session cost nearly a third of a small
+message's CPU (`make bench`): botocore's request and response objects, header maps
+built and rebuilt, a proxy lookup per call, and aiohttp's general client under it.
+One endpoint and one kind of request need far less: the request is one buffer
+(headers and body, or the headers and the body in 256 KiB steps for a big one), the
+answer is a status, a few headers and a small XML body read with `bytes.find`.
 
 What stays as botocore does it, resolved once when the transport is built:
-- the CA bundle: `ses.ca_bundle`/`AWS_CA_BUNDLE` (the session's `ca_bundle`), else
-  `REQUESTS_CA_BUNDLE`, else botocore's own, and the host name checked;
+- the CA bundle: the session's `ca_bundle` (`AWS_CA_BUNDLE` or the AWS config file),
+  else `REQUESTS_CA_BUNDLE`, else botocore's own; the host name is checked;
 - the timeouts: `connect_timeout_seconds` to connect (and finish TLS),
   `read_timeout_seconds` for the answer once the request is written;
 - the pool: up to `pool_size` connections, idle ones reused newest first and closed
