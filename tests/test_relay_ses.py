@@ -30,16 +30,25 @@ def raw_message(
     ).encode()
 
 
-def send(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> tuple[int, str]:
-    """One transaction with smtplib; the reply to the end of DATA."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+def send(
+    port: int, mail_from: str, rcpts: list[str], raw: bytes, quit: bool = True
+) -> tuple[int, str]:
+    """One transaction with smtplib; the reply to the end of DATA. Without `quit`, the
+    connection is dropped after that reply (a relay shutting down may answer QUIT
+    with 421 instead of 221, which smtplib's QUIT on leaving takes for an error)."""
+    client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    try:
         client.ehlo("client.test")
         code, _ = client.mail(mail_from)
         assert code == 250
         for rcpt in rcpts:
             client.rcpt(rcpt)
         code, text = client.data(raw)
+        if quit:
+            assert client.quit()[0] == 221
         return code, text.decode()
+    finally:
+        client.close()
 
 
 def test_a_message_reaches_ses_exactly_as_the_contract_says(
@@ -237,7 +246,7 @@ def test_sigterm_lets_a_send_in_flight_finish(
     fake_aws.inject("slow")
     with ThreadPoolExecutor(max_workers=1) as pool:
         reply = pool.submit(
-            send, proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message()
+            send, proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message(), False
         )
         # Received but not yet answered: the send is in flight at the slow fake.
         _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
