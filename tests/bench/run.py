@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import os
 import secrets
 import shutil
@@ -94,14 +95,12 @@ class FakeSesProcess:
                 sys.executable,
                 "-m",
                 "tests.bench.fake_ses",
-                "--key-id",
-                credential.key_id,
-                "--secret",
-                credential.secret,
-                "--token",
-                credential.token,
-                "--latency-ms",
-                str(latency_ms),
+                # "--opt=value": a random secret may begin with "-", which argparse
+                # would take for an option of its own.
+                f"--key-id={credential.key_id}",
+                f"--secret={credential.secret}",
+                f"--token={credential.token}",
+                f"--latency-ms={latency_ms}",
             ],
             stdout=subprocess.PIPE,
             cwd=REPO,
@@ -127,7 +126,63 @@ class FakeSesProcess:
         self.process.wait(10)
 
 
-class Relay:
+class Measured:
+    """A process the load is sent to: its SMTP port, CPU and memory from /proc."""
+
+    process: subprocess.Popen[bytes]
+    smtp_port: int
+
+    def cpu_seconds(self) -> float:
+        user, system = self.cpu_split()
+        return user + system
+
+    def cpu_split(self) -> tuple[float, float]:
+        """The process's CPU seconds so far: (user, system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
+    def memory_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def restart_stall_measure(self) -> None:
+        """Only the relay has a stall monitor."""
+
+    def max_stall_ms(self) -> float:
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Floor(Measured):
+    """tests/bench/floor.py: an SMTP responder that does nothing but post to the fake."""
+
+    def __init__(self, fake: FakeSesProcess, credential: Credential, relay_root: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.floor", "--ses-url", fake.url],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "PYTHONPATH": f"{relay_root}:{REPO}",
+                "AWS_ACCESS_KEY_ID": credential.key_id,
+                "AWS_SECRET_ACCESS_KEY": credential.secret,
+                "AWS_SESSION_TOKEN": credential.token,
+            },
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        if not line.startswith("listening "):
+            raise RuntimeError(f"floor did not start: {line!r}")
+        self.smtp_port = int(line.split()[1])
+
+
+class Relay(Measured):
     def __init__(
         self,
         workdir: Path,
@@ -201,22 +256,6 @@ class Relay:
             time.sleep(0.05)
         raise RuntimeError("relay not ready")
 
-    def cpu_seconds(self) -> float:
-        user, system = self.cpu_split()
-        return user + system
-
-    def cpu_split(self) -> tuple[float, float]:
-        """The relay's CPU seconds so far: (user, system)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / tick, int(fields[12]) / tick
-
-    def memory_kib(self, key: str) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        return 0
-
     def restart_stall_measure(self) -> None:
         self.process.send_signal(signal.SIGUSR1)
 
@@ -277,7 +316,7 @@ class Row:
             "peak RSS MiB": self.rss_mib,
             "p50 ms": quantile(0.5),
             "p99 ms": quantile(0.99),
-            "max stall ms": self.stall_ms,
+            "max stall ms": None if math.isnan(self.stall_ms) else self.stall_ms,
         }
 
 
@@ -354,16 +393,22 @@ class Bench:
     round: int = 1  # which of the runs is going: names its work directory and profile
 
     @contextlib.contextmanager
-    def relay(self, name: str) -> Iterator[Relay]:
+    def relay(self, name: str, floor: bool = False) -> Iterator[Measured]:
+        """The relay (or, with `floor`, tests/bench/floor.py), warmed up."""
         slug = "".join(c if c.isalnum() else "-" for c in name)
         workdir = self.workdir / f"{slug}-{self.round}"
         workdir.mkdir()
-        relay = Relay(workdir, self.fake, self.credential, self.loop, self.relay_root)
+        relay: Measured
+        if floor:
+            relay = Floor(self.fake, self.credential, self.relay_root)
+        else:
+            relay = Relay(workdir, self.fake, self.credential, self.loop, self.relay_root)
         try:
             # Warm up (imports, connection pool), then measure from a clean slate.
             result = asyncio.run(loadgen.stream(HOST, relay.smtp_port, 4, 25, 2048, "warm"))
             if result.failed:
-                log = (workdir / "relay.log").read_text(errors="replace")[-3000:]
+                log_path = workdir / "relay.log"
+                log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
                 raise RuntimeError(f"warm-up failed: {result.errors[:3]}\n{log}")
             self.fake.reset()
             relay.restart_stall_measure()
@@ -372,7 +417,7 @@ class Bench:
             relay.stop()
 
     @contextlib.contextmanager
-    def profiled(self, name: str, relay: Relay) -> Iterator[None]:
+    def profiled(self, name: str, relay: Measured) -> Iterator[None]:
         """With --profile: py-spy samples the relay (collapsed stacks, for flame graphs)."""
         if self.profile is None:
             yield
@@ -407,8 +452,10 @@ class Bench:
     def n(self, full: int) -> int:
         return max(1, full // 10) if self.quick else full
 
-    def measure(self, name: str, run: Callable[[Relay], tuple[int, list[float]]]) -> Row:
-        with self.relay(name) as relay, self.profiled(name, relay):
+    def measure(
+        self, name: str, run: Callable[[Measured], tuple[int, list[float]]], floor: bool = False
+    ) -> Row:
+        with self.relay(name, floor) as relay, self.profiled(name, relay):
             (user0, system0), t0 = relay.cpu_split(), time.perf_counter()
             # The load generator runs in this process: its own collector's passes
             # would show up as the relay's latency. Collected between loads instead.
@@ -446,7 +493,7 @@ class Bench:
             )
 
     def smtp_source(
-        self, relay: Relay, sessions: int, messages: int, size: int, reuse: bool
+        self, relay: Measured, sessions: int, messages: int, size: int, reuse: bool
     ) -> tuple[int, list[float]]:
         command = [
             "smtp-source",
@@ -471,7 +518,7 @@ class Bench:
         return messages, []
 
     def asyncio_stream(
-        self, relay: Relay, sessions: int, messages: int, size: int, reuse: bool, tag: str
+        self, relay: Measured, sessions: int, messages: int, size: int, reuse: bool, tag: str
     ) -> tuple[int, list[float]]:
         result = asyncio.run(
             loadgen.stream(
@@ -489,7 +536,7 @@ class Bench:
         return result.sent, result.latencies
 
     def throughput(self, name: str, sessions: int, messages: int, size: int, reuse: bool) -> Row:
-        def run(relay: Relay) -> tuple[int, list[float]]:
+        def run(relay: Measured) -> tuple[int, list[float]]:
             if self.driver == "smtp-source":
                 return self.smtp_source(relay, sessions, messages, size, reuse)
             return self.asyncio_stream(relay, sessions, messages, size, reuse, name)
@@ -497,13 +544,22 @@ class Bench:
         return self.measure(name, run)
 
     def latency(self) -> Row:
-        def run(relay: Relay) -> tuple[int, list[float]]:
+        def run(relay: Measured) -> tuple[int, list[float]]:
             return self.asyncio_stream(relay, 1, self.n(3000), 2048, True, "lat")
 
         return self.measure("2 KB, 1 session (latency)", run)
 
+    def floor(self) -> Row:
+        """The latency load against a responder that does nothing but post to the fake
+        SES: the machine's and the harness's share of the latency."""
+
+        def run(floor: Measured) -> tuple[int, list[float]]:
+            return self.asyncio_stream(floor, 1, self.n(3000), 2048, True, "floor")
+
+        return self.measure("2 KB, 1 session, do-nothing floor", run, floor=True)
+
     def stall(self) -> Row:
-        def run(relay: Relay) -> tuple[int, list[float]]:
+        def run(relay: Measured) -> tuple[int, list[float]]:
             big, small = asyncio.run(
                 loadgen.beside(
                     HOST, relay.smtp_port, 10_000_000, 1 if self.quick else 3, 4, "stall"
@@ -556,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write py-spy collapsed stacks of the relay per load here",
     )
     parser.add_argument(
-        "--only", nargs="*", default=None, help="reused new 1mib latency stall idle"
+        "--only", nargs="*", default=None, help="reused new 1mib latency stall idle floor"
     )
     args = parser.parse_args(argv)
     driver = args.driver
@@ -586,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency": bench.latency,
             "stall": bench.stall,
             "idle": bench.idle,
+            "floor": bench.floor,
         }
         runs = args.runs if args.runs is not None else (1 if args.quick else 3)
         chosen = [name for name in loads if args.only is None or name in args.only]

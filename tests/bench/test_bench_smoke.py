@@ -1,6 +1,6 @@
 """A smoke-sized run of the benchmark harness (the real one is `make bench`): the fake
-SES, the relay process and the load generator work together, and the fake saw each
-acknowledged message exactly once."""
+SES, the relay process (and the do-nothing floor) and the load generator work together,
+and the fake saw each acknowledged message exactly once."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from tests.bench import run
 def test_a_tiny_benchmark_run_delivers_every_message_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = run.main(["--quick", "--driver", "asyncio", "--only", "latency"])
+    code = run.main(["--quick", "--driver", "asyncio", "--only", "latency", "floor"])
     table = capsys.readouterr().out
     assert code == 0, table
-    assert "2 KB, 1 session (latency)" in table
-    assert "300/300 once each" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "300/300 once each" in rows["2 KB, 1 session (latency)"], table
+    assert "300/300 once each" in rows["2 KB, 1 session, do-nothing floor"], table
