@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import re
 import ssl
+from collections.abc import Callable
 from types import MethodType
 from typing import Any, AnyStr
 
@@ -74,6 +75,7 @@ _TIMEOUT_RESET_EVERY = 64 * 1024
 # and a 10 MB one read in small steps. The reader's buffer stays below twice this.
 _DATA_READ_LIMIT = 64 * 1024
 _session_ids = itertools.count(1)
+_ADMITTED_MAX = 4096
 
 
 class Listeners:
@@ -84,26 +86,43 @@ class Listeners:
         self.metrics = metrics
         self.sessions: set[RelaySession] = set()
         self.shutting_down = False
-        # Per kind of session: a model that aiosmtpd's SMTP.__init__ set up, the plain
-        # attributes it set, and the others (see RelaySession.__init__).
-        self.models: dict[tuple[Any, ...], tuple[SMTP, dict[str, Any], dict[str, Any]]] = {}
+        # Per kind of session: the plain attributes aiosmtpd's SMTP.__init__ set on a
+        # model session, and how to make each of the others (see RelaySession.__init__).
+        self.models: dict[
+            tuple[Any, ...], tuple[dict[str, Any], dict[str, Callable[[object], Any]]]
+        ] = {}
+        # Admission by client address, decided once per address: the networks never
+        # change, and an application connects again and again from the same one
+        # (parsing the address was ~4 % of a connection's CPU). Bounded.
+        self._admitted: dict[str, bool] = {}
 
     def admits(self, peer: Any) -> bool:
         if not isinstance(peer, tuple) or not peer:
             return False
-        return policy.client_admitted(self.settings.allowed_networks, str(peer[0]))
+        host = str(peer[0])
+        decision = self._admitted.get(host)
+        if decision is None:
+            if len(self._admitted) >= _ADMITTED_MAX:
+                self._admitted.clear()
+            decision = policy.client_admitted(self.settings.allowed_networks, host)
+            self._admitted[host] = decision
+        return decision
 
 
-def _bound_to(session: object, model: object, value: Any) -> Any:
-    """A value of the model session for `session`: the model's methods bound to
-    `session`, also in the tables (dicts, named tuples) that hold them."""
+def _rebinder(model: object, value: Any) -> Callable[[object], Any]:
+    """How a value of the model session is made for another session, worked out once
+    per model: the model's methods bound to that session, also in the tables (dicts,
+    named tuples) that hold them; anything else taken as it is."""
     if isinstance(value, MethodType) and value.__self__ is model:
-        return MethodType(value.__func__, session)
+        function = value.__func__
+        return lambda session: MethodType(function, session)
     if isinstance(value, dict):
-        return {k: _bound_to(session, model, v) for k, v in value.items()}
+        entries = [(key, _rebinder(model, item)) for key, item in value.items()]
+        return lambda session: {key: rebind(session) for key, rebind in entries}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_bound_to(session, model, v) for v in value))
-    return value
+        kind, fields = type(value), [_rebinder(model, item) for item in value]
+        return lambda session: kind(*(rebind(session) for rebind in fields))
+    return lambda session: value
 
 
 def _is_plain(value: Any) -> bool:
@@ -143,14 +162,14 @@ class RelaySession(SMTP):
             own = vars(self)  # what the stream protocol set up: never copied
             attributes = {k: v for k, v in vars(new_model).items() if k not in own}
             plain = {k: v for k, v in attributes.items() if _is_plain(v)}
-            others = {k: v for k, v in attributes.items() if k not in plain}
-            listeners.models[key] = (new_model, plain, others)
-        model, plain, others = listeners.models[key]
+            others = {k: _rebinder(new_model, v) for k, v in attributes.items() if k not in plain}
+            listeners.models[key] = (plain, others)
+        plain, others = listeners.models[key]
         # SMTP.__init__ clears these class-wide limits on every connection.
         self.command_size_limits.clear()
         vars(self).update(plain)
-        for name, value in others.items():
-            setattr(self, name, _bound_to(self, model, value))
+        for name, rebind in others.items():
+            setattr(self, name, rebind(self))
         self.relay = handler
         self.listeners = listeners
         self.require_tls = listeners.settings.require_tls

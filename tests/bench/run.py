@@ -371,6 +371,20 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def calibrate() -> float:
+    """CPU ms of a fixed pure-Python workload (the median of 5): how fast this machine
+    runs the interpreter right now, to set figures of different hours side by side."""
+    samples = []
+    for _ in range(5):
+        started = time.process_time()
+        table: dict[str, int] = {}
+        for number in range(100_000):
+            key = f"k{number % 5000}"
+            table[key] = table.get(key, 0) + len(json.dumps([number, key]))
+        samples.append((time.process_time() - started) * 1000)
+    return statistics.median(samples)
+
+
 def delivered(fake: dict[str, Any], expected: int) -> str:
     if fake["bad_signatures"] or fake["errors"]:
         return f"BAD: {fake['bad_signatures']} signatures, {fake['errors']} errors"
@@ -618,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     driver = args.driver
     if driver == "auto":
         driver = "smtp-source" if shutil.which("smtp-source") else "asyncio"
+    speed_before = calibrate()
     credential = Credential.new()
     fake = FakeSesProcess(credential, args.latency_ms)
     with tempfile.TemporaryDirectory(prefix="ses-proxy-bench-") as workdir:
@@ -662,7 +677,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nses-proxy benchmark: driver {driver}, loop {args.loop}, fake SES latency "
         f"{args.latency_ms} ms, {os.cpu_count()} CPUs, relay {args.relay_root}, "
-        f"median of {runs} run{'s' if runs > 1 else ''}"
+        f"median of {runs} run{'s' if runs > 1 else ''}; machine speed: "
+        f"{speed_before:.0f} ms before, {calibrate():.0f} ms after (a fixed workload, "
+        "lower is faster)"
     )
     print(table([cells(results[name]) for name in chosen if results[name]]))
     ok = all("once each" in row.delivered or "open" in row.delivered for row in rows)
