@@ -92,7 +92,6 @@ class _Connection(asyncio.Protocol):
         self._chunked = False
         self._chunks: list[bytes] = []
         self._writable: asyncio.Future[None] | None = None
-        self._error: Exception | None = None
 
     # asyncio.Protocol
 
@@ -284,12 +283,12 @@ class Transport:
         pool_size: int,
     ) -> None:
         parts = urlsplit(url)
-        self._secure = parts.scheme == "https"
-        if self._secure and tls is None:
+        secure = parts.scheme == "https"
+        if secure and tls is None:
             raise ValueError("an https endpoint needs a TLS context")
         self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._secure else 80)
-        self._tls = tls if self._secure else None
+        self._port = parts.port or (443 if secure else 80)
+        self._tls = tls if secure else None
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout

@@ -73,6 +73,15 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def listening_port(process: subprocess.Popen[bytes], what: str) -> int:
+    """The port a helper process announces on its first line ("listening PORT")."""
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    if not line.startswith("listening "):
+        raise RuntimeError(f"{what} did not start: {line!r}")
+    return int(line.split()[1])
+
+
 @dataclass(frozen=True)
 class Credential:
     key_id: str
@@ -106,11 +115,7 @@ class FakeSesProcess:
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().decode()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"fake SES did not start: {line!r}")
-        self.port = int(line.split()[1])
+        self.port = listening_port(self.process, "fake SES")
         self.url = f"http://{HOST}:{self.port}"
 
     def stats(self) -> dict[str, Any]:
@@ -131,10 +136,6 @@ class Measured:
 
     process: subprocess.Popen[bytes]
     smtp_port: int
-
-    def cpu_seconds(self) -> float:
-        user, system = self.cpu_split()
-        return user + system
 
     def cpu_split(self) -> tuple[float, float]:
         """The process's CPU seconds so far: (user, system)."""
@@ -175,11 +176,7 @@ class Floor(Measured):
                 "AWS_SESSION_TOKEN": credential.token,
             },
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().decode()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"floor did not start: {line!r}")
-        self.smtp_port = int(line.split()[1])
+        self.smtp_port = listening_port(self.process, "floor")
 
 
 class Relay(Measured):
