@@ -138,8 +138,9 @@ class FakeSes:
         self, method: str, target: str, headers: dict[str, list[str]], body: bytes
     ) -> tuple[bytes, Callable[[], None] | None]:
         """The answer, and what is left to do once it is written: a SendRawEmail is
-        answered first and its signature checked after, so that the check is not in
-        the latency measured (an instant fake); a bad one still shows in the stats."""
+        answered first and its form and signature checked after, so that the checks
+        are not in the latency measured (an instant fake); a bad one still shows in
+        the stats."""
         if target == "/__stats":
             return _response(
                 200, json.dumps(self.stats.as_json()).encode(), "application/json"
@@ -148,8 +149,10 @@ class FakeSes:
             self.stats = Stats()
             gc.collect()
             return _response(200, b"{}", "application/json"), None
+        if b"Action=SendRawEmail&" in body:
+            return self._sent_raw_email(), lambda: self._record(method, target, headers, body)
         try:
-            params, raw = parse_form(body)
+            params, _ = parse_form(body)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             self.stats.errors += 1
             return _error(400, "InvalidParameterValue", "Invalid form."), None
@@ -164,22 +167,30 @@ class FakeSes:
                 "<Max24HourSend>1.0E9</Max24HourSend><MaxSendRate>1000000.0</MaxSendRate>"
                 "<SentLast24Hours>0.0</SentLast24Hours>",
             ), None
-        if action != "SendRawEmail" or raw is None:
-            self.stats.errors += 1
-            return _error(400, "InvalidAction", f"Could not find operation {action}"), None
-        destinations = [v for k, v in sorted(params.items()) if k.startswith("Destinations.")]
-        size = len(raw)
+        self.stats.errors += 1
+        return _error(400, "InvalidAction", f"Could not find operation {action}"), None
 
-        def record() -> None:
-            if not self.verified(method, target, headers, body):
-                self.stats.bad_signatures += 1
-                return
-            self.stats.messages += 1
-            self.stats.raw_bytes += size
-            self.stats.recipients[",".join(destinations)] += 1
-
+    def _sent_raw_email(self) -> bytes:
         message_id = f"0107{int(time.time() * 1000):012x}-{uuid.uuid4()}-000000"
-        return _ok(action, f"<MessageId>{message_id}</MessageId>"), record
+        return _ok("SendRawEmail", f"<MessageId>{message_id}</MessageId>")
+
+    def _record(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> None:
+        """A SendRawEmail already answered: a malformed form or a bad signature is
+        counted as such (the run fails), a good one counted per recipient list."""
+        try:
+            params, raw = parse_form(body)
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raw = None
+        if raw is None:
+            self.stats.errors += 1
+            return
+        if not self.verified(method, target, headers, body):
+            self.stats.bad_signatures += 1
+            return
+        destinations = [v for k, v in sorted(params.items()) if k.startswith("Destinations.")]
+        self.stats.messages += 1
+        self.stats.raw_bytes += len(raw)
+        self.stats.recipients[",".join(destinations)] += 1
 
 
 class HttpConnection(asyncio.Protocol):

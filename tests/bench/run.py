@@ -7,7 +7,7 @@ up, then measures from outside:
 - CPU: utime + stime of the relay process from /proc (all its threads), per message
   and per MiB of raw message received by the fake SES;
 - peak RSS: the relay's VmHWM (for the idle load: VmRSS with every session open);
-- p50/p99: MAIL written -> 250 after the dot read (asyncio driver only);
+- p50/p99: MAIL written -> 250 after the dot read (loadgen's clients only);
 - stall: the longest time the relay's event loop went without running its monitor;
 - delivered: the fake SES saw every acknowledged message exactly once.
 
@@ -17,7 +17,8 @@ of its runs (figures of one run vary by ±20 %), and the runs' own figures go to
 stderr. A load is "once each" only when every run was.
 
 Drivers: Postfix's smtp-source when installed (`apt-get install postfix`), else the
-asyncio load generator of loadgen.py; latency, stall and idle loads always use the latter.
+asyncio load generator of loadgen.py; stall and idle loads always use the latter, and
+the one-session latency loads loadgen's blocking-socket client.
 
 Run: python -m tests.bench.run [--quick] [--runs N] [--loop asyncio|uvloop]
      [--relay-root DIR] [--latency-ms N] [--profile DIR] [--only NAME ...]
@@ -554,9 +555,15 @@ class Bench:
 
         return self.measure(name, run)
 
+    def one_session(self, relay: Measured, tag: str) -> tuple[int, list[float]]:
+        result = loadgen.one_session(HOST, relay.smtp_port, self.n(3000), 2048, tag)
+        if result.failed:
+            print(f"  {result.failed} failed: {result.errors[:3]}", file=sys.stderr)
+        return result.sent, result.latencies
+
     def latency(self) -> Row:
         def run(relay: Measured) -> tuple[int, list[float]]:
-            return self.asyncio_stream(relay, 1, self.n(3000), 2048, True, "lat")
+            return self.one_session(relay, "lat")
 
         return self.measure("2 KB, 1 session (latency)", run)
 
@@ -565,7 +572,7 @@ class Bench:
         SES: the machine's and the harness's share of the latency."""
 
         def run(floor: Measured) -> tuple[int, list[float]]:
-            return self.asyncio_stream(floor, 1, self.n(3000), 2048, True, "floor")
+            return self.one_session(floor, "floor")
 
         return self.measure("2 KB, 1 session, do-nothing floor", run, floor=True)
 
