@@ -188,10 +188,7 @@ async def _drain(
         if not listeners.sessions and not handler.in_flight:
             return
         await asyncio.sleep(_DRAIN_POLL_SECONDS)
-    cut = len(listeners.sessions) + len(handler.in_flight)
-    log.warning("grace period over", extra={"event": "drain_timeout", "cut": cut})
-    for session in list(listeners.sessions):
-        session.abort()
-    for task in list(handler.in_flight):
-        task.cancel()
-    await asyncio.gather(*handler.in_flight, return_exceptions=True)
+    stragglers = listeners.sessions | handler.in_flight
+    log.warning("grace period over", extra={"event": "drain_timeout", "cut": len(stragglers)})
+    tasks = [task for session in stragglers if (task := session.abort()) is not None]
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import smtplib
 import socket
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
@@ -266,6 +267,29 @@ def test_sigterm_lets_a_send_in_flight_finish(
         socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=2).recv(1)
 
 
+def test_sigterm_cuts_a_send_still_in_flight_at_the_end_of_the_grace_period(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy({"smtp": {"shutdown_grace_seconds": 1}})
+    fake_aws.slow_seconds = 6.0
+    fake_aws.inject("slow")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reply = pool.submit(
+            send, proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message(), False
+        )
+        _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
+        signalled = time.monotonic()
+        proxy.process.send_signal(15)
+        assert proxy.wait(timeout=10) == 0
+        assert time.monotonic() - signalled < 4, "the grace period is 1 s"
+        # The client never heard 250: it still holds the mail and will retry.
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            reply.result(timeout=10)
+    [cut] = proxy.events("drain_timeout")
+    assert cut["cut"] == 1
+    assert not proxy.events("sent")
+
+
 def test_a_client_hanging_up_does_not_cancel_the_send(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS
 ) -> None:
@@ -286,6 +310,66 @@ def test_a_client_hanging_up_does_not_cancel_the_send(
     _wait_for(lambda: bool(proxy.events("sent")), 10)
     time.sleep(0.5)
     assert len(fake_aws.sent) == 1
+
+
+def test_a_client_resetting_the_connection_mid_send_does_not_cancel_it(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    """A reset (not a polite FIN) reaches the relay while it waits for SES: the session
+    is gone at once, yet the send ends, is counted and logged once, and the relay goes
+    on serving."""
+    proxy = start_ses_proxy()
+    fake_aws.slow_seconds = 1.0
+    fake_aws.inject("slow")
+    sock = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10)
+    sock.recv(1024)
+    sock.sendall(
+        b"HELO client.test\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\n"
+        b"DATA\r\n" + raw_message() + b".\r\n"
+    )
+    _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # with a zero linger: RST
+    _wait_for(lambda: proxy.metric("sesproxy_smtp_sessions_active") == 0, 10)
+    assert fake_aws.sent == [], "the session ended while SES was still answering"
+    [sent] = fake_aws.wait_for_sent(1, timeout=10)
+    _wait_for(lambda: bool(proxy.events("sent")), 10)
+    [logged] = proxy.events("sent")
+    assert logged["message_id"] == sent.message_id
+    assert proxy.metric("sesproxy_messages_sent_total") == 1
+    assert not proxy.events("internal_error")
+    fake_aws.slow_seconds = 0.0
+    code, _ = send(proxy.smtp_port, "noreply@example.com", ["b@example.net"], raw_message())
+    assert code == 250
+    assert len(fake_aws.sent) == 2
+
+
+def test_a_client_closing_its_side_mid_send_still_reads_the_reply(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    """After the dot a client shuts down its sending side (EOF, no reset) and waits:
+    the relay finishes the send, answers, and only then closes the session."""
+    proxy = start_ses_proxy()
+    fake_aws.slow_seconds = 0.5
+    fake_aws.inject("slow")
+    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        sock.sendall(
+            b"HELO client.test\r\nMAIL FROM:<noreply@example.com>\r\n"
+            b"RCPT TO:<a@example.net>\r\nDATA\r\n" + raw_message() + b".\r\n"
+        )
+        replies = [reader.readline() for _ in range(4)]
+        assert [line[:3] for line in replies] == [b"250", b"250", b"250", b"354"]
+        _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
+        sock.shutdown(socket.SHUT_WR)
+        [sent] = fake_aws.wait_for_sent(1, timeout=10)
+        final = reader.readline()
+        assert final.startswith(b"250 ")
+        assert sent.message_id.encode() in final
+        assert reader.readline() == b"", "the session ends after its reply"
+    _wait_for(lambda: bool(proxy.events("sent")), 10)
+    assert not proxy.events("internal_error")
 
 
 def _wait_for(condition: object, timeout: float) -> None:

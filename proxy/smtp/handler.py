@@ -53,9 +53,9 @@ class RelayHandler:
         self.rules = rules
         self._delivery = delivery
         self._metrics = metrics
-        # Sends run as tasks of their own so that a client hanging up mid-send cannot
-        # cancel a request SES may already be processing; shutdown waits for them.
-        self.in_flight: set[asyncio.Task[Reply]] = set()
+        # Sessions waiting for a send, their client there or not (a hang-up does not
+        # cut a send: RelaySession.connection_lost): shutdown waits for them.
+        self.in_flight: set[RelaySession] = set()
 
     async def handle_MAIL(
         self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
@@ -127,17 +127,7 @@ class RelayHandler:
         self._metrics.messages_deferred.labels("internal").inc()
         return replies.INTERNAL_ERROR.text
 
-    def start_transaction(
-        self, server: RelaySession, mail_from: str, recipients: list[str], data: ReceivedData
-    ) -> asyncio.Task[Reply]:
-        task = asyncio.get_running_loop().create_task(
-            self._transaction(server, mail_from, tuple(recipients), data)
-        )
-        self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
-        return task
-
-    async def _transaction(
+    async def transaction(
         self, server: RelaySession, mail_from: str, recipients: tuple[str, ...], data: ReceivedData
     ) -> Reply:
         self._metrics.messages_received.inc()

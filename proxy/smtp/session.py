@@ -14,6 +14,7 @@ DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import ssl
@@ -175,6 +176,8 @@ class RelaySession(SMTP):
         self.require_tls = listeners.settings.require_tls
         self.session_id = f"s{next(_session_ids)}"
         self.busy = False
+        self._sending = False
+        self._hung_up_while_sending = False
         self._counted = False
         self._held_lines: list[str] = []
 
@@ -258,12 +261,34 @@ class RelaySession(SMTP):
         self._counted = True
         await super()._handle_client()
 
+    # aiosmtpd cancels the session's task when the client hangs up (EOF or a lost
+    # connection). During a send that would cut a request SES may already be
+    # processing, so the cancelling waits until the send is over (smtp_DATA).
+
+    def eof_received(self) -> bool | None:
+        if not self._sending:
+            return super().eof_received()
+        self._hung_up_while_sending = True
+        assert self.session is not None
+        if self.session.ssl is not None:
+            return False
+        return asyncio.StreamReaderProtocol.eof_received(self)
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
             self._counted = False
             self.listeners.sessions.discard(self)
             self.listeners.metrics.smtp_sessions_active.dec()
-        super().connection_lost(error)
+        if not self._sending:
+            super().connection_lost(error)
+            return
+        self._hung_up_while_sending = True
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        if self._original_transport is not None:
+            self._original_transport.close()
+        asyncio.StreamReaderProtocol.connection_lost(self, error)
+        self.transport = None
 
     def close_if_idle(self) -> bool:
         """Say goodbye to a session between transactions; True if it was closed."""
@@ -274,9 +299,14 @@ class RelaySession(SMTP):
             self.transport.close()
         return True
 
-    def abort(self) -> None:
+    def abort(self) -> asyncio.Task[None] | None:
+        """Cut the session now, a send in flight included; its task, to wait for."""
         if self.transport is not None:
             self.transport.close()
+        task = self._handler_coroutine
+        if task is not None:
+            task.cancel()
+        return task
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         # aiosmtpd cancels its timer and schedules a new one on every command (~3 % of
@@ -345,20 +375,31 @@ class RelaySession(SMTP):
                 data = await self._read_data()
             finally:
                 self._reader._limit = self.line_length_limit  # type: ignore[attr-defined]
-            transaction = self.relay.start_transaction(
-                self, envelope.mail_from, list(envelope.rcpt_tos), data
-            )
             # The idle timeout must not cut a session that waits for SES: the
             # client would retry a message that may have been sent.
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
+            in_flight = self.relay.in_flight
+            in_flight.add(self)
+            self._sending = True
             try:
-                reply = await asyncio.shield(transaction)
+                reply = await self.relay.transaction(
+                    self, envelope.mail_from, tuple(envelope.rcpt_tos), data
+                )
             finally:
+                self._sending = False
+                in_flight.discard(self)
                 # Whatever the outcome, the transaction is over: a new MAIL may follow.
                 self._set_post_data_state()  # type: ignore[no-untyped-call]
                 if self.transport is not None:
                     self._reset_timeout()
+            if self._hung_up_while_sending:
+                # The send is over: now what aiosmtpd does on a hang-up. A client that
+                # only closed its sending side may still read the reply.
+                if self.transport is not None:
+                    with contextlib.suppress(ConnectionError):
+                        await self.push(reply.text)
+                raise asyncio.CancelledError
             await self.push(reply.text)
         finally:
             self.busy = False
