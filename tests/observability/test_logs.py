@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 
-from proxy.observability.logs import JsonFormatter, TextFormatter
+import pytest
+
+from proxy.observability.logs import JsonFormatter, TextFormatter, TurnBatchingHandler
 
 
 def record(
@@ -54,3 +58,92 @@ def test_text_format_is_one_readable_line() -> None:
         record("proxy.smtp", "rejected", event="rejected", reason="sender")
     )
     assert line.endswith("warning rejected event=rejected reason=sender")
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def batching() -> tuple[logging.Logger, Writes]:
+    stream = Writes()
+    handler = TurnBatchingHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"proxy.test.{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, stream
+
+
+def events(stream: Writes) -> list[str]:
+    return [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+
+
+async def test_lines_of_one_loop_turn_are_written_after_it_in_one_write() -> None:
+    logger, stream = batching()
+    logger.info("sent", extra={"event": "one"})
+    logger.info("sent", extra={"event": "two"})
+    # Still inside the callback that logged: nothing is written yet.
+    assert stream.writes == []
+    await asyncio.sleep(0)
+    assert len(stream.writes) == 1
+    assert events(stream) == ["one", "two"]
+    logger.info("sent", extra={"event": "three"})
+    await asyncio.sleep(0)
+    assert len(stream.writes) == 2
+    assert events(stream) == ["one", "two", "three"]
+
+
+def test_with_no_loop_running_a_line_is_written_at_once() -> None:
+    logger, stream = batching()
+    logger.info("listening", extra={"event": "listening"})
+    assert events(stream) == ["listening"]
+
+
+async def test_another_threads_line_is_written_at_once_after_the_waiting_ones() -> None:
+    logger, stream = batching()
+    logger.info("sent", extra={"event": "loop"})
+    await asyncio.to_thread(logger.info, "x", extra={"event": "thread"})
+    assert events(stream) == ["loop", "thread"]
+
+
+def test_flush_writes_lines_whose_loop_turn_never_ended() -> None:
+    logger, stream = batching()
+    loop = asyncio.new_event_loop()
+
+    def log_and_stop() -> None:
+        logger.info("sent", extra={"event": "last"})
+        loop.stop()  # the loop ends with this turn: the write it scheduled never runs
+
+    loop.call_soon(log_and_stop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert events(stream) == []
+    for handler in logger.handlers:
+        handler.flush()  # what logging.shutdown does at exit
+    assert events(stream) == ["last"]
+
+
+def test_a_line_that_cannot_be_formatted_does_not_lose_the_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger, stream = batching()
+
+    async def log() -> None:
+        logger.info("bad %d", "not a number", extra={"event": "bad"})
+        logger.info("sent", extra={"event": "good"})
+        await asyncio.sleep(0)
+
+    asyncio.run(log())
+    assert events(stream) == ["good"]
+    assert "Logging error" in capsys.readouterr().err
