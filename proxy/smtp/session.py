@@ -6,8 +6,9 @@ DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
 - DATA is read by our own loop: a line with no CRLF is discarded as it arrives
   instead of buffered whole, memory stays bounded by the size limit, and the bytes
   go to the message scan that rejects bare CR and LF;
-- a send runs in its own task, so a client that hangs up (EOF, reset, idle timeout)
-  cancels only its wait for the reply, never a request SES may be processing;
+- a client that hangs up (EOF, reset) during a send does not cut it: aiosmtpd's
+  cancelling of the session waits until SES has answered (a client that only closed
+  its sending side still reads the reply), and the idle timer is off meanwhile;
 - AUTH is not offered (clients are admitted by network), also under implicit TLS.
 """
 

@@ -2,8 +2,8 @@
 
 The monitor is a task that asks to wake every 2 ms and records how late it woke:
 the longest lateness is the longest time the loop ran something else without a
-break (a stall). It writes the worst so far to $BENCH_LOOP_STATS whenever it grows;
-SIGUSR1 starts a new measurement. `--loop uvloop` runs the relay on uvloop.
+break (a stall). SIGUSR1 starts a new measurement; SIGUSR2 writes the worst so far
+to $BENCH_LOOP_STATS. `--loop uvloop` runs the relay on uvloop.
 $BENCH_SLOW_CALLBACK_MS (diagnosis, costs CPU): asyncio's debug mode logs every step
 of the loop that ran longer, with what ran; tests/bench/run.py prints those lines.
 
@@ -57,19 +57,15 @@ async def _monitor(path: Path) -> None:
     def restart() -> None:
         nonlocal worst, gc_worst
         worst, gc_worst = 0.0, 0.0
-        write()
 
+    # Written only when asked, after a load: a file written during one stalled the
+    # relay's loop (a write can wait on the disk for tens of milliseconds).
     loop.add_signal_handler(signal.SIGUSR1, restart)
-    written = (worst, gc_worst)
+    loop.add_signal_handler(signal.SIGUSR2, write)
     while True:
         before = loop.time()
         await asyncio.sleep(_TICK)
         worst = max(worst, loop.time() - before - _TICK)
-        # Only a new worst is written: a file written every few milliseconds would
-        # cost the relay CPU and put its own delays into the latencies measured.
-        if (worst, gc_worst) != written:
-            written = (worst, gc_worst)
-            write()
 
 
 def _with_monitor(

@@ -266,6 +266,11 @@ class Relay(Measured):
         if not self.monitor:
             return float("nan")
         time.sleep(0.1)  # the last loop turns of the load finish
+        self.stats_path.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not self.stats_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         try:
             stats = json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
