@@ -93,15 +93,20 @@ class TurnBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._waiting: list[logging.LogRecord] = []
+        self._writer: asyncio.AbstractEventLoop | None = None  # the loop that will write
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None or (self._waiting and loop is not self._writer):
+            # No loop here, or another loop's turn would write it: now, in order.
             self._write_waiting()
             super().emit(record)
             return
         if not self._waiting:
+            self._writer = loop
             loop.call_soon(self._write_waiting)
         self._waiting.append(record)
 

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import threading
 
 import pytest
 
@@ -113,6 +114,26 @@ async def test_another_threads_line_is_written_at_once_after_the_waiting_ones() 
     logger.info("sent", extra={"event": "loop"})
     await asyncio.to_thread(logger.info, "x", extra={"event": "thread"})
     assert events(stream) == ["loop", "thread"]
+
+
+def test_a_line_from_another_threads_loop_is_not_left_to_this_loops_turn() -> None:
+    logger, stream = batching()
+    seen: list[list[str]] = []
+
+    async def log_there() -> None:
+        logger.info("sent", extra={"event": "there"})
+
+    async def log_here() -> None:
+        logger.info("sent", extra={"event": "here"})
+        # Another loop in another thread logs while this loop's turn goes on.
+        there = threading.Thread(target=asyncio.run, args=(log_there(),))
+        there.start()
+        there.join(10)
+        seen.append(events(stream))
+
+    asyncio.run(log_here())
+    # Both were written when the other loop's record came, in order.
+    assert seen == [["here", "there"]]
 
 
 def test_flush_writes_lines_whose_loop_turn_never_ended() -> None:
