@@ -52,6 +52,23 @@ def send(
         client.close()
 
 
+def _answer_slowly(fake_aws: FakeAWS, seconds: float) -> None:
+    """The fake SES's next answer comes after `seconds`: a send stays in flight."""
+    fake_aws.slow_seconds = seconds
+    fake_aws.inject("slow")
+
+
+def _send_without_waiting(port: int) -> socket.socket:
+    """A whole transaction written at once, no reply read (after the banner)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.recv(1024)
+    sock.sendall(
+        b"HELO client.test\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\n"
+        b"DATA\r\n" + raw_message() + b".\r\n"
+    )
+    return sock
+
+
 def test_a_message_reaches_ses_exactly_as_the_contract_says(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS, container_credentials: FakeContainerCredentials
 ) -> None:
@@ -161,8 +178,7 @@ def test_a_slow_ses_beyond_the_read_timeout_is_a_451(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS
 ) -> None:
     proxy = start_ses_proxy({"ses": {"read_timeout_seconds": 0.5}})
-    fake_aws.slow_seconds = 3
-    fake_aws.inject("slow")
+    _answer_slowly(fake_aws, 3)
     code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
     assert (code, text[:5]) == (451, "4.4.1")
     assert proxy.metric("sesproxy_messages_deferred_total", reason="unavailable") == 1
@@ -243,8 +259,7 @@ def test_sigterm_lets_a_send_in_flight_finish(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS
 ) -> None:
     proxy = start_ses_proxy()
-    fake_aws.slow_seconds = 1.5
-    fake_aws.inject("slow")
+    _answer_slowly(fake_aws, 1.5)
     with ThreadPoolExecutor(max_workers=1) as pool:
         reply = pool.submit(
             send, proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message(), False
@@ -271,8 +286,7 @@ def test_sigterm_cuts_a_send_still_in_flight_at_the_end_of_the_grace_period(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS
 ) -> None:
     proxy = start_ses_proxy({"smtp": {"shutdown_grace_seconds": 1}})
-    fake_aws.slow_seconds = 6.0
-    fake_aws.inject("slow")
+    _answer_slowly(fake_aws, 6.0)
     with ThreadPoolExecutor(max_workers=1) as pool:
         reply = pool.submit(
             send, proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message(), False
@@ -294,14 +308,8 @@ def test_a_client_hanging_up_does_not_cancel_the_send(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS
 ) -> None:
     proxy = start_ses_proxy()
-    fake_aws.slow_seconds = 1.0
-    fake_aws.inject("slow")
-    sock = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10)
-    sock.recv(1024)
-    sock.sendall(
-        b"HELO client.test\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\n"
-        b"DATA\r\n" + raw_message() + b".\r\n"
-    )
+    _answer_slowly(fake_aws, 1.0)
+    sock = _send_without_waiting(proxy.smtp_port)
     time.sleep(0.3)
     sock.shutdown(socket.SHUT_WR)
     sock.close()
@@ -319,14 +327,8 @@ def test_a_client_resetting_the_connection_mid_send_does_not_cancel_it(
     is gone at once, yet the send ends, is counted and logged once, and the relay goes
     on serving."""
     proxy = start_ses_proxy()
-    fake_aws.slow_seconds = 1.0
-    fake_aws.inject("slow")
-    sock = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10)
-    sock.recv(1024)
-    sock.sendall(
-        b"HELO client.test\r\nMAIL FROM:<noreply@example.com>\r\nRCPT TO:<a@example.net>\r\n"
-        b"DATA\r\n" + raw_message() + b".\r\n"
-    )
+    _answer_slowly(fake_aws, 1.0)
+    sock = _send_without_waiting(proxy.smtp_port)
     _wait_for(lambda: proxy.metric("sesproxy_messages_received_total") == 1, 10)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # with a zero linger: RST
@@ -350,8 +352,7 @@ def test_a_client_closing_its_side_mid_send_still_reads_the_reply(
     """After the dot a client shuts down its sending side (EOF, no reset) and waits:
     the relay finishes the send, answers, and only then closes the session."""
     proxy = start_ses_proxy()
-    fake_aws.slow_seconds = 0.5
-    fake_aws.inject("slow")
+    _answer_slowly(fake_aws, 0.5)
     with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as sock:
         reader = sock.makefile("rb")
         assert reader.readline().startswith(b"220")

@@ -137,6 +137,15 @@ class Result:
     errors: list[str] = field(default_factory=list)
     raw_bytes: int = 0
 
+    def acknowledged(self, latency: float, data: bytes) -> None:
+        self.latencies.append(latency)
+        self.sent += 1
+        self.raw_bytes += len(data)
+
+    def refused(self, error: SmtpError) -> None:
+        self.failed += 1
+        self.errors.append(str(error))
+
 
 async def stream(
     host: str,
@@ -160,12 +169,9 @@ async def stream(
                 n = next(counter)
                 data = message(size, f"{tag}-{n}")
                 try:
-                    result.latencies.append(await client.send(f"r{tag}-{n}@example.net", data))
-                    result.sent += 1
-                    result.raw_bytes += len(data)
+                    result.acknowledged(await client.send(f"r{tag}-{n}@example.net", data), data)
                 except SmtpError as error:
-                    result.failed += 1
-                    result.errors.append(str(error))
+                    result.refused(error)
                 if new_connection:
                     await client.quit()
                     client = None
@@ -185,12 +191,9 @@ def one_session(host: str, port: int, count: int, size: int, tag: str) -> Result
         for n in range(count):
             data = message(size, f"{tag}-{n}")
             try:
-                result.latencies.append(client.send(f"r{tag}-{n}@example.net", data))
-                result.sent += 1
-                result.raw_bytes += len(data)
+                result.acknowledged(client.send(f"r{tag}-{n}@example.net", data), data)
             except SmtpError as error:
-                result.failed += 1
-                result.errors.append(str(error))
+                result.refused(error)
     finally:
         client.quit()
     return result
@@ -213,12 +216,9 @@ async def beside(
                 n = next(counter)
                 data = message(2048, f"{tag}-s{n}")
                 try:
-                    small.latencies.append(await client.send(f"r{tag}-s{n}@example.net", data))
-                    small.sent += 1
-                    small.raw_bytes += len(data)
+                    small.acknowledged(await client.send(f"r{tag}-s{n}@example.net", data), data)
                 except SmtpError as error:
-                    small.failed += 1
-                    small.errors.append(str(error))
+                    small.refused(error)
         finally:
             await client.quit()
 
@@ -229,12 +229,9 @@ async def beside(
             for n in range(big_count):
                 data = message(big_size, f"{tag}-b{n}")
                 try:
-                    big.latencies.append(await client.send(f"r{tag}-b{n}@example.net", data))
-                    big.sent += 1
-                    big.raw_bytes += len(data)
+                    big.acknowledged(await client.send(f"r{tag}-b{n}@example.net", data), data)
                 except SmtpError as error:
-                    big.failed += 1
-                    big.errors.append(str(error))
+                    big.refused(error)
                 await asyncio.sleep(0.1)
         finally:
             await client.quit()
