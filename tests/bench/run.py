@@ -572,7 +572,7 @@ class Bench:
         return self.measure(name, run)
 
     def one_session(self, relay: Measured, tag: str) -> tuple[int, list[float]]:
-        result = loadgen.one_session(HOST, relay.smtp_port, self.n(3000), 2048, tag)
+        result = loadgen.one_session(HOST, relay.smtp_port, self.n(10000), 2048, tag)
         if result.failed:
             print(f"  {result.failed} failed: {result.errors[:3]}", file=sys.stderr)
         return result.sent, result.latencies

@@ -16,5 +16,5 @@ def test_a_tiny_benchmark_run_delivers_every_message_once(
     table = capsys.readouterr().out
     assert code == 0, table
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
-    assert "300/300 once each" in rows["2 KB, 1 session (latency)"], table
-    assert "300/300 once each" in rows["2 KB, 1 session, do-nothing floor"], table
+    assert "1000/1000 once each" in rows["2 KB, 1 session (latency)"], table
+    assert "1000/1000 once each" in rows["2 KB, 1 session, do-nothing floor"], table
