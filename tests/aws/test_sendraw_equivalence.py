@@ -24,7 +24,6 @@ from proxy.aws import sendraw
 from proxy.aws.sendraw import SendRawEmail
 from tests.aws.paths import Paths
 from tests.fakes.aws import FakeAWS
-from tests.fakes.credentials import FakeContainerCredentials
 
 _LOCAL = st.text(
     alphabet=st.sampled_from("abcXYZ019.+-_=&%/~!#$'*?^`{|} é☃"), min_size=1, max_size=20
@@ -209,16 +208,10 @@ def test_plain_http_is_refused_unless_allowed() -> None:
 
 
 @pytest.fixture
-def paths(
-    fake_aws: FakeAWS,
-    container_credentials: FakeContainerCredentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Paths]:
-    container_credentials.apply_env(monkeypatch)
+def paths(paths: Paths, fake_aws: FakeAWS) -> Paths:
+    """The shared fixture, with the configuration set the random requests may name."""
     fake_aws.configuration_sets["tls-required"] = "Require"
-    both = Paths(fake_aws.url, fake_aws.region)
-    yield both
-    both.close()
+    return paths
 
 
 @settings(

@@ -18,18 +18,6 @@ SOURCE = "noreply@example.com"
 RAW = b"From: noreply@example.com\r\nTo: a@example.net\r\n\r\nhello\r\n"
 
 
-@pytest.fixture
-def paths(
-    fake_aws: FakeAWS,
-    container_credentials: FakeContainerCredentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Paths]:
-    container_credentials.apply_env(monkeypatch)
-    both = Paths(fake_aws.url, fake_aws.region)
-    yield both
-    both.close()
-
-
 @pytest.mark.parametrize("fault", sorted(FAULTS - {"slow"}))
 def test_each_fake_ses_fault_is_classified_alike(
     paths: Paths, fake_aws: FakeAWS, fault: str
