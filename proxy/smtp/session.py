@@ -177,7 +177,6 @@ class RelaySession(SMTP):
         self.require_tls = listeners.settings.require_tls
         self.session_id = f"s{next(_session_ids)}"
         self.busy = False
-        self._sending = False
         self._hung_up_while_sending = False
         self._counted = False
         self._held_lines: list[str] = []
@@ -267,7 +266,7 @@ class RelaySession(SMTP):
     # processing, so the cancelling waits until the send is over (smtp_DATA).
 
     def eof_received(self) -> bool | None:
-        if not self._sending:
+        if self not in self.relay.in_flight:
             return super().eof_received()
         self._hung_up_while_sending = True
         assert self.session is not None
@@ -280,7 +279,7 @@ class RelaySession(SMTP):
             self._counted = False
             self.listeners.sessions.discard(self)
             self.listeners.metrics.smtp_sessions_active.dec()
-        if not self._sending:
+        if self not in self.relay.in_flight:
             super().connection_lost(error)
             return
         self._hung_up_while_sending = True
@@ -381,14 +380,12 @@ class RelaySession(SMTP):
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
             in_flight = self.relay.in_flight
-            in_flight.add(self)
-            self._sending = True
+            in_flight.add(self)  # sending: a hang-up now waits for the send (connection_lost)
             try:
                 reply = await self.relay.transaction(
                     self, envelope.mail_from, tuple(envelope.rcpt_tos), data
                 )
             finally:
-                self._sending = False
                 in_flight.discard(self)
                 # Whatever the outcome, the transaction is over: a new MAIL may follow.
                 self._set_post_data_state()  # type: ignore[no-untyped-call]

@@ -51,7 +51,6 @@ def _reference(
     session.require_tls = listeners.settings.require_tls
     session.session_id = "s0"
     session.busy = False
-    session._sending = False
     session._hung_up_while_sending = False
     session._counted = False
     session._held_lines = []
