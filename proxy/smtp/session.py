@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from types import MethodType
 from typing import Any, AnyStr
 
@@ -111,25 +111,56 @@ class Listeners:
         return decision
 
 
-def _rebinder(model: object, value: Any) -> Callable[[object], Any]:
-    """How a value of the model session is made for another session, worked out once
-    per model: the model's methods bound to that session, also in the tables (dicts,
-    named tuples) that hold them; anything else taken as it is."""
-    if isinstance(value, MethodType) and value.__self__ is model:
+class _BoundMethods(Mapping[str, Any]):
+    """A table of a session's methods (aiosmtpd's command table), each bound to the
+    session when looked up: binding all of them for every connection cost ~7 % of a
+    connection's CPU, and a session looks up a handful."""
+
+    __slots__ = ("_functions", "_session")
+
+    def __init__(self, functions: dict[str, Callable[..., Any]], session: object) -> None:
+        self._functions = functions
+        self._session = session
+
+    def __getitem__(self, name: str) -> Any:
+        return MethodType(self._functions[name], self._session)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        function = self._functions.get(name)
+        return default if function is None else MethodType(function, self._session)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._functions)
+
+    def __len__(self) -> int:
+        return len(self._functions)
+
+
+def _holds_model(model: object, value: Any) -> bool:
+    """Whether a value holds a method bound to the model, itself or in a table."""
+    if isinstance(value, MethodType):
+        return value.__self__ is model
+    if isinstance(value, dict):
+        return any(_holds_model(model, item) for item in value.values())
+    if isinstance(value, tuple):
+        return any(_holds_model(model, item) for item in value)
+    return False
+
+
+def _rebinder(model: object, name: str, value: Any) -> Callable[[object], Any]:
+    """How a value of the model session that holds the model's methods is made for
+    another session, worked out once per model."""
+    if isinstance(value, MethodType):
         function = value.__func__
         return lambda session: MethodType(function, session)
-    if isinstance(value, dict):
-        entries = [(key, _rebinder(model, item)) for key, item in value.items()]
-        return lambda session: {key: rebind(session) for key, rebind in entries}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        kind, fields = type(value), [_rebinder(model, item) for item in value]
-        return lambda session: kind(*(rebind(session) for rebind in fields))
-    return lambda session: value
-
-
-def _is_plain(value: Any) -> bool:
-    """A value a session can take from the model as it is: no method, no table."""
-    return not isinstance(value, (MethodType, dict, tuple))
+    if isinstance(value, dict) and all(
+        isinstance(item, MethodType) and item.__self__ is model for item in value.values()
+    ):
+        functions = {key: item.__func__ for key, item in value.items()}
+        return lambda session: _BoundMethods(functions, session)
+    # A shape this copy does not know (a newer aiosmtpd): fail at the first
+    # connection, in the tests, rather than share the model's methods.
+    raise TypeError(f"cannot copy aiosmtpd's {name} for a new session: {value!r}")
 
 
 class RelaySession(SMTP):
@@ -163,8 +194,12 @@ class RelaySession(SMTP):
             self._init_smtp(new_model, handler, listeners.settings, starttls_context, loop)
             own = vars(self)  # what the stream protocol set up: never copied
             attributes = {k: v for k, v in vars(new_model).items() if k not in own}
-            plain = {k: v for k, v in attributes.items() if _is_plain(v)}
-            others = {k: _rebinder(new_model, v) for k, v in attributes.items() if k not in plain}
+            # Tables without methods of the model (the handler's hooks) are shared:
+            # aiosmtpd reads them and never changes them after its __init__.
+            plain = {k: v for k, v in attributes.items() if not _holds_model(new_model, v)}
+            others = {
+                k: _rebinder(new_model, k, v) for k, v in attributes.items() if k not in plain
+            }
             listeners.models[key] = (plain, others)
         plain, others = listeners.models[key]
         # SMTP.__init__ clears these class-wide limits on every connection.
@@ -204,6 +239,8 @@ class RelaySession(SMTP):
             timeout=settings.timeout_seconds,
             auth_required=False,
             auth_require_tls=True,
+            # AUTH is never offered (smtp_AUTH): no mechanism in its table either.
+            auth_exclude_mechanism=("LOGIN", "PLAIN"),
             loop=loop,
         )
 
@@ -342,7 +379,10 @@ class RelaySession(SMTP):
         if self._held_lines:
             reply = "\r\n".join([*self._held_lines, reply])
             self._held_lines.clear()
-        await super().push(reply)
+        # aiosmtpd's push without its debug line (mail.log logs nothing below WARNING
+        # here) and its second coroutine: several per message.
+        self._writer.write(f"{reply}\r\n".encode("ascii"))
+        await self._writer.drain()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_path(arg)

@@ -1,6 +1,7 @@
 """A session set up from the model (RelaySession.__init__) is what aiosmtpd's own
 SMTP.__init__ would have made of it: the same attributes with equal values, its
-command, hook and AUTH tables holding its own bound methods, nothing mutable shared.
+command table binding its own methods, the hook and AUTH tables (which aiosmtpd only
+reads) shared, nothing else mutable shared.
 
 (It lives here with the rest of issue #6's tests; its natural home is tests/smtp/.)
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from types import MethodType
 from typing import Any
 
@@ -18,7 +20,7 @@ import trustme
 from proxy.observability.metrics import Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp.handler import RelayHandler
-from proxy.smtp.session import Listeners, RelaySession
+from proxy.smtp.session import Listeners, RelaySession, _rebinder
 
 
 def _shape(owner: object, value: Any) -> Any:
@@ -26,7 +28,7 @@ def _shape(owner: object, value: Any) -> Any:
     if isinstance(value, MethodType):
         bound_to = "SELF" if value.__self__ is owner else value.__self__
         return ("method", value.__func__, bound_to)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _shape(owner, v) for k, v in value.items()}
     if isinstance(value, tuple):
         return tuple(_shape(owner, v) for v in value)
@@ -78,6 +80,22 @@ async def test_a_session_from_the_model_equals_one_from_smtp_init(
         assert mine == theirs
     assert first.tls_context is (None if implicit else context)
     assert first._smtp_methods["DATA"] == first.smtp_DATA
-    for name in ("_smtp_methods", "_auth_methods", "_handle_hooks"):
-        assert getattr(first, name) is not getattr(second, name)
+    assert first._smtp_methods.get("DATA") == first.smtp_DATA
+    assert second._smtp_methods.get("DATA") == second.smtp_DATA
+    assert first._smtp_methods.get("XYZZY") is None
+    assert "QUIT" in first._smtp_methods
+    assert len(first._smtp_methods) == len(reference._smtp_methods)
+    assert first._smtp_methods is not second._smtp_methods
+    assert first._auth_methods == {}  # AUTH is never offered
     assert first._strong_reader is not second._strong_reader  # type: ignore[attr-defined]
+
+
+def test_a_model_value_of_an_unknown_shape_is_refused_not_shared() -> None:
+    # A newer aiosmtpd keeping the model's methods in a shape the copy does not know
+    # must fail at the first session, not hand one session's methods to another.
+    class Model:
+        def method(self) -> None: ...
+
+    model = Model()
+    with pytest.raises(TypeError, match="_new_table"):
+        _rebinder(model, "_new_table", (model.method, 1))
