@@ -404,6 +404,12 @@ def delivered(fake: dict[str, Any], expected: int) -> str:
     return f"LOST {lost}, DOUBLED {fake['duplicates']} (saw {fake['messages']} of {expected})"
 
 
+def pin_to_first_cpu(pid: int) -> None:
+    """Every thread of a process on CPU 0 (threads it starts later inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {0})
+
+
 @dataclass
 class Bench:
     fake: FakeSesProcess
@@ -414,6 +420,7 @@ class Bench:
     quick: bool
     driver: str
     profile: Path | None = None
+    one_cpu: bool = False  # --one-cpu: every process of the run on CPU 0 (diagnosis)
     round: int = 1  # which of the runs is going: names its work directory and profile
 
     @contextlib.contextmanager
@@ -434,6 +441,8 @@ class Bench:
                 log_path = workdir / "relay.log"
                 log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
                 raise RuntimeError(f"warm-up failed: {result.errors[:3]}\n{log}")
+            if self.one_cpu:
+                pin_to_first_cpu(relay.process.pid)
             self.fake.reset()
             relay.restart_stall_measure()
             yield relay
@@ -646,6 +655,12 @@ def main(argv: list[str] | None = None) -> int:
         help="write py-spy collapsed stacks of the relay per load here",
     )
     parser.add_argument(
+        "--one-cpu",
+        action="store_true",
+        help="run the relay, the fake SES and the load generator all on CPU 0: latency"
+        " without this VM's wake-ups of the other CPU (diagnosis, not the figure)",
+    )
+    parser.add_argument(
         "--only", nargs="*", default=None, help="reused new 1mib latency stall idle floor"
     )
     args = parser.parse_args(argv)
@@ -665,7 +680,11 @@ def main(argv: list[str] | None = None) -> int:
             args.quick,
             driver,
             args.profile,
+            args.one_cpu,
         )
+        if args.one_cpu:
+            pin_to_first_cpu(os.getpid())
+            pin_to_first_cpu(fake.process.pid)
         loads: dict[str, Callable[[], Row]] = {
             "reused": lambda: bench.throughput(
                 "2 KB, 20 sessions, reused", 20, bench.n(10000), 2048, True
@@ -696,7 +715,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table([cells([row]) for row in rows]), file=sys.stderr)
     print(
         f"\nses-proxy benchmark: driver {driver}, loop {args.loop}, fake SES latency "
-        f"{args.latency_ms} ms, {os.cpu_count()} CPUs, relay {args.relay_root}, "
+        f"{args.latency_ms} ms, {'all on CPU 0 of ' if args.one_cpu else ''}"
+        f"{os.cpu_count()} CPUs, relay {args.relay_root}, "
         f"median of {runs} run{'s' if runs > 1 else ''}; machine speed: "
         f"{speed_before:.0f} ms before, {calibrate():.0f} ms after (a fixed workload, "
         "lower is faster)"
