@@ -179,7 +179,8 @@ class RelaySession(SMTP):
         # a sixth of the CPU of a message on a new connection. What it sets depends
         # only on the arguments, so it runs once per kind of session, on a model that
         # never connects; each session runs the stream protocol's own set-up and
-        # copies the rest from the model, the model's bound methods bound to itself.
+        # copies the rest from the model, the model's methods bound to itself (those
+        # of the command table when a command looks one up: _BoundMethods).
         loop = asyncio.get_running_loop()
         starttls_context = None if implicit_tls else tls_context
         key = (type(self), handler, starttls_context, loop)
