@@ -9,7 +9,10 @@ to the latency measured, and a bad one is counted, never as a message), and reco
 each message's recipients so the benchmark can check that every message arrived
 exactly once. `--latency-ms` delays every answer.
 
-Control: GET /__stats (JSON), POST /__reset.
+Control: GET /__stats (JSON), POST /__reset. GET /__credentials is a container-credentials
+endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) serving the credential the fake checks,
+valid for six hours: the relay takes it as it does in production, as a refreshable
+credential.
 Run: python -m tests.bench.fake_ses --port P --key-id K --secret S --token T
 """
 
@@ -41,6 +44,7 @@ class Stats:
     bad_signatures: int = 0
     errors: int = 0
     quota_calls: int = 0
+    credential_fetches: int = 0
     recipients: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, object]:
@@ -51,6 +55,7 @@ class Stats:
             "bad_signatures": self.bad_signatures,
             "errors": self.errors,
             "quota_calls": self.quota_calls,
+            "credential_fetches": self.credential_fetches,
             "distinct": len(self.recipients),
             "duplicates": duplicates,
         }
@@ -145,6 +150,16 @@ class FakeSes:
             return _response(
                 200, json.dumps(self.stats.as_json()).encode(), "application/json"
             ), None
+        if target == "/__credentials":
+            self.stats.credential_fetches += 1
+            expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6 * 3600))
+            credential = {
+                "AccessKeyId": self.secret.key_id,
+                "SecretAccessKey": self.secret.secret,
+                "Token": self.secret.token,
+                "Expiration": expiration,
+            }
+            return _response(200, json.dumps(credential).encode(), "application/json"), None
         if target == "/__reset":
             self.stats = Stats()
             gc.collect()

@@ -187,7 +187,6 @@ class Relay(Measured):
         self,
         workdir: Path,
         fake: FakeSesProcess,
-        credential: Credential,
         loop: str,
         relay_root: Path,
         monitor: bool = True,
@@ -222,9 +221,9 @@ class Relay(Measured):
         }
         env.update(
             PYTHONPATH=f"{relay_root}:{REPO}",
-            AWS_ACCESS_KEY_ID=credential.key_id,
-            AWS_SECRET_ACCESS_KEY=credential.secret,
-            AWS_SESSION_TOKEN=credential.token,
+            # A refreshable credential, as from a container or instance role: botocore
+            # checks its expiry at every use, which static keys would skip.
+            AWS_CONTAINER_CREDENTIALS_FULL_URI=f"{fake.url}/__credentials",
             AWS_CONFIG_FILE="/dev/null",
             AWS_SHARED_CREDENTIALS_FILE="/dev/null",
             AWS_EC2_METADATA_DISABLED="true",
@@ -433,7 +432,7 @@ class Bench:
         if floor:
             relay = Floor(self.fake, self.credential, self.relay_root)
         else:
-            relay = Relay(workdir, self.fake, self.credential, self.loop, self.relay_root, monitor)
+            relay = Relay(workdir, self.fake, self.loop, self.relay_root, monitor)
         try:
             # Warm up (imports, connection pool), then measure from a clean slate.
             result = asyncio.run(loadgen.stream(HOST, relay.smtp_port, 4, 25, 2048, "warm"))

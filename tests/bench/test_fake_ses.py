@@ -5,7 +5,9 @@ afterwards must still reach its counts, or a run with bad requests would read as
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 
@@ -14,7 +16,7 @@ import pytest
 from proxy.aws.sendraw import Signer, encode_body, form_parts
 from proxy.aws.transport import Transport
 from tests.bench.floor import Keys
-from tests.bench.run import Credential, FakeSesProcess
+from tests.bench.run import Credential, FakeSesProcess, http_get
 
 RAW = b"From: <noreply@example.com>\r\nTo: <a@example.net>\r\nSubject: t\r\n\r\nbody\r\n"
 
@@ -72,3 +74,20 @@ def test_good_bad_signature_and_malformed_are_each_counted_apart(
     assert stats["distinct"] == 1
     assert stats["bad_signatures"] == 1
     assert stats["errors"] == 1
+
+
+def test_the_credential_endpoint_serves_the_checked_credential_for_hours(
+    fake: tuple[FakeSesProcess, Credential],
+) -> None:
+    process, credential = fake
+    status, body = http_get(process.url + "/__credentials")
+    served = json.loads(body)
+    assert status == 200
+    assert (served["AccessKeyId"], served["SecretAccessKey"], served["Token"]) == (
+        credential.key_id,
+        credential.secret,
+        credential.token,
+    )
+    expires = calendar.timegm(time.strptime(served["Expiration"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert expires - time.time() > 5 * 3600
+    assert process.stats()["credential_fetches"] == 1
