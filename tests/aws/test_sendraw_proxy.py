@@ -57,8 +57,15 @@ class ForwardProxy(BackgroundServer):
 
 
 @pytest.fixture
-def forward_proxy() -> Iterator[ForwardProxy]:
+def forward_proxy(
+    container_credentials: FakeContainerCredentials, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ForwardProxy]:
+    """A forward proxy that HTTP_PROXY names (and no NO_PROXY), container credentials set."""
+    container_credentials.apply_env(monkeypatch)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
         yield proxy
 
 
@@ -75,16 +82,8 @@ def _ses_requests(proxy: ForwardProxy, fake_aws: FakeAWS) -> list[tuple[str, str
 
 
 def test_a_proxy_in_the_environment_carries_the_lean_send(
-    fake_aws: FakeAWS,
-    container_credentials: FakeContainerCredentials,
-    forward_proxy: ForwardProxy,
-    monkeypatch: pytest.MonkeyPatch,
+    fake_aws: FakeAWS, forward_proxy: ForwardProxy
 ) -> None:
-    container_credentials.apply_env(monkeypatch)
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
-
     outcome = _send_lean(fake_aws)
 
     assert outcome[0] == "ok", outcome
@@ -94,13 +93,8 @@ def test_a_proxy_in_the_environment_carries_the_lean_send(
 
 
 def test_no_proxy_naming_the_endpoint_sends_straight_to_ses(
-    fake_aws: FakeAWS,
-    container_credentials: FakeContainerCredentials,
-    forward_proxy: ForwardProxy,
-    monkeypatch: pytest.MonkeyPatch,
+    fake_aws: FakeAWS, forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    container_credentials.apply_env(monkeypatch)
-    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
     outcome = _send_lean(fake_aws)

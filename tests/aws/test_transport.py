@@ -124,6 +124,17 @@ async def silent_until_closed(peer: Peer) -> None:
         pass
 
 
+def replying_then_silent(reply: bytes) -> Script:
+    """Reads one request, sends `reply` (whatever it is), then answers nothing more."""
+
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(reply)
+        await silent_until_closed(peer)
+
+    return script
+
+
 def answering(*replies: Reply, delay: float = 0.0) -> Script:
     """Answers the n-th request (server-wide) with the n-th reply, the last one repeating,
     until the client closes: the connection stays open whatever the answer said."""
@@ -434,6 +445,17 @@ async def test_idle_connection_older_than_idle_seconds_is_replaced(
     await eventually(lambda: server.open == 1, "the stale connection closed")
 
 
+async def post_twice(
+    server: ScriptedServer, make_client: MakeClient, first: Reply
+) -> tuple[tuple[int, dict[str, str], bytes], bytes]:
+    """The first answer of a server that answers `first` and then `answer(200, b"next")`,
+    and the body of the second: b"next" only if the client read the first to its exact
+    end, or left its connection."""
+    server.script = answering(first, answer(200, b"next"))
+    client = make_client()
+    return await client.post(FORM, b"1"), (await client.post(FORM, b"2"))[2]
+
+
 @pytest.mark.parametrize(
     "first",
     [
@@ -450,11 +472,9 @@ async def test_connection_not_reused_after_an_answer_that_ends_it(
 ) -> None:
     # The server keeps the connection open whatever it said: only the client's own
     # reading of the answer can make it open a second one.
-    server.script = answering(first, answer(200, b"second"))
-    client = make_client()
-    status, _, body = await client.post(FORM, b"1")
+    (status, _, body), following = await post_twice(server, make_client, first)
     assert (status, body) == (200, b"ok")
-    assert (await client.post(FORM, b"2"))[2] == b"second"
+    assert following == b"next"
     assert server.accepted == 2
     await eventually(lambda: server.open == 1, "the client closed the first connection")
 
@@ -525,13 +545,11 @@ CHUNKED_BODY = b"<MessageId>m-1</MessageId>\n"
 async def test_chunked_answer(
     server: ScriptedServer, make_client: MakeClient, reply: Reply
 ) -> None:
-    server.script = answering(reply, answer(200, b"next"))
-    client = make_client()
-    status, headers, body = await client.post(FORM, b"1")
+    (status, headers, body), following = await post_twice(server, make_client, reply)
     assert (status, body) == (200, CHUNKED_BODY)
     assert headers["transfer-encoding"] == "chunked"
     # Read to the last octet of the trailer: nothing left over, so the connection serves on.
-    assert (await client.post(FORM, b"2"))[2] == b"next"
+    assert following == b"next"
     assert server.accepted == 1
 
 
@@ -553,12 +571,10 @@ async def test_chunked_answer(
 async def test_interim_answers_before_the_real_one(
     server: ScriptedServer, make_client: MakeClient, reply: Reply
 ) -> None:
-    server.script = answering(reply, answer(200, b"next"))
-    client = make_client()
-    status, headers, body = await client.post(FORM, b"1")
+    (status, headers, body), following = await post_twice(server, make_client, reply)
     assert (status, body) == (200, b"real")
     assert "x-note" not in headers  # the real answer's headers, not the interim one's
-    assert (await client.post(FORM, b"2"))[2] == b"next"
+    assert following == b"next"
     assert server.accepted == 1
 
 
@@ -645,12 +661,7 @@ async def test_server_resets_the_connection(
 async def test_no_answer_within_read_timeout(
     server: ScriptedServer, make_client: MakeClient, reply: bytes
 ) -> None:
-    async def script(peer: Peer) -> None:
-        await peer.request()
-        await peer.send(reply)
-        await silent_until_closed(peer)
-
-    server.script = script
+    server.script = replying_then_silent(reply)
     client = make_client(read_timeout=0.3)
     elapsed = await post_fails(client, "no answer from SES within 0.3 s")
     assert elapsed >= 0.25  # it waited for the answer; 0.05: the loop's clock resolution
@@ -717,12 +728,7 @@ async def test_unusable_answer(
 ) -> None:
     # The server stays silent after its reply: the client must fail on what it got,
     # not wait for the read timeout.
-    async def script(peer: Peer) -> None:
-        await peer.request()
-        await peer.send(reply)
-        await silent_until_closed(peer)
-
-    server.script = script
+    server.script = replying_then_silent(reply)
     await post_fails(make_client(), match)
     await eventually(lambda: server.open == 0, "the client closed the connection")
 
