@@ -7,7 +7,7 @@ takes ~80 µs, ~15 µs on one. So when the loop has nothing to do, the selector 
 polls without blocking for a short window and only then sleeps in epoll, as the
 kernel's haltpoll idle governor does for a guest and as Go's scheduler does before it
 parks a thread. `make bench`, one session: latency p50 0.72 -> 0.45 ms, p99 1.1-1.9
--> 0.65-0.75 ms, and less CPU per message (a poll that catches the next command costs
+-> 0.65-0.95 ms, and less CPU per message (a poll that catches the next command costs
 less than a sleep and a wake-up); with 20 busy sessions, within the noise.
 
 The window follows haltpoll's rule (drivers/cpuidle/governors/haltpoll.c, with its

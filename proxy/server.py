@@ -7,6 +7,7 @@
     aws/: credentials.py (chain, AssumeRole + session policy from iam/), ses_client.py,
           quota.py (GetSendQuota → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
+    eventloop.py: the loop this runs on (cli.py starts it), which polls before it sleeps
 
 Nothing registers itself: each box is built here, from its part of the settings,
 and handed what it needs.
