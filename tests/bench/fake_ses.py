@@ -12,7 +12,10 @@ exactly once. `--latency-ms` delays every answer.
 Control: GET /__stats (JSON), POST /__reset. GET /__credentials is a container-credentials
 endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) serving the credential the fake checks,
 valid for six hours: the relay takes it as it does in production, as a refreshable
-credential.
+credential. With `--tls-cert` and `--tls-key` it also serves HTTPS on a second port (the
+first line it prints: "listening PORT tls PORT"), for SES over TLS as in production;
+control and credentials stay on plain HTTP (botocore takes a container credential
+from plain HTTP on loopback).
 Run: python -m tests.bench.fake_ses --port P --key-id K --secret S --token T
 """
 
@@ -25,6 +28,7 @@ import binascii
 import gc
 import hashlib
 import json
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -253,12 +257,19 @@ class HttpConnection(asyncio.Protocol):
                 after()
 
 
-async def serve(host: str, port: int, ses: FakeSes) -> None:
+async def serve(host: str, port: int, ses: FakeSes, tls: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpConnection(ses), host, port, backlog=1024)
-    print(f"listening {server.sockets[0].getsockname()[1]}", flush=True)
-    async with server:
-        await server.serve_forever()
+    announced = f"listening {server.sockets[0].getsockname()[1]}"
+    servers = [server]
+    if tls is not None:
+        secure = await loop.create_server(
+            lambda: HttpConnection(ses), host, 0, backlog=1024, ssl=tls
+        )
+        announced += f" tls {secure.sockets[0].getsockname()[1]}"
+        servers.append(secure)
+    print(announced, flush=True)
+    await asyncio.gather(*(each.serve_forever() for each in servers))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -270,17 +281,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--token", default=None)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--tls-cert", help="also serve HTTPS, with this certificate chain")
+    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
     ses = FakeSes(Secret(args.key_id, args.secret, args.token, args.region), args.latency_ms / 1000)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     # An instant fake: no collector pass in the latencies measured; it collects when
     # the benchmark resets it between loads.
     gc.disable()
     try:
         import uvloop
 
-        uvloop.run(serve(args.host, args.port, ses))
+        uvloop.run(serve(args.host, args.port, ses, tls))
     except ImportError:
-        asyncio.run(serve(args.host, args.port, ses))
+        asyncio.run(serve(args.host, args.port, ses, tls))
 
 
 if __name__ == "__main__":

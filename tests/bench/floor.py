@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from proxy import eventloop
 from proxy.aws.sendraw import Signer, encode_body, form_parts
-from proxy.aws.transport import Transport
+from proxy.aws.transport import Transport, tls_context
 
 
 @dataclass
@@ -35,7 +35,9 @@ class Keys:
 
 class Ses:
     def __init__(self, url: str, region: str) -> None:
-        self.transport = Transport(url, tls=None, connect_timeout=5, read_timeout=30, pool_size=50)
+        # SES over TLS (bench --tls): the test CA the benchmark made, as the relay trusts it.
+        tls = tls_context(os.environ["AWS_CA_BUNDLE"]) if url.startswith("https:") else None
+        self.transport = Transport(url, tls=tls, connect_timeout=5, read_timeout=30, pool_size=50)
         self.signer = Signer(url, region, "ses")
         self.keys = Keys(
             os.environ["AWS_ACCESS_KEY_ID"],

@@ -101,25 +101,48 @@ class Credential:
 
 
 class FakeSesProcess:
-    def __init__(self, credential: Credential, latency_ms: float) -> None:
+    """The fake SES: `url` for control and credentials, `ses_url` for the relay's SES
+    requests (https with `tls_dir`, where a test CA and the fake's certificate go)."""
+
+    def __init__(self, credential: Credential, latency_ms: float, tls_dir: Path | None) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "tests.bench.fake_ses",
+            # "--opt=value": a random secret may begin with "-", which argparse
+            # would take for an option of its own.
+            f"--key-id={credential.key_id}",
+            f"--secret={credential.secret}",
+            f"--token={credential.token}",
+            f"--latency-ms={latency_ms}",
+        ]
+        self.ca_bundle: Path | None = None
+        if tls_dir is not None:
+            import trustme
+
+            ca = trustme.CA()
+            self.ca_bundle = tls_dir / "ca.pem"
+            ca.cert_pem.write_to_path(str(self.ca_bundle))
+            issued = ca.issue_cert(HOST)
+            issued.private_key_pem.write_to_path(str(tls_dir / "key.pem"))
+            issued.cert_chain_pems[0].write_to_path(str(tls_dir / "cert.pem"))
+            for pem in issued.cert_chain_pems[1:]:
+                pem.write_to_path(str(tls_dir / "cert.pem"), append=True)
+            command += [f"--tls-cert={tls_dir / 'cert.pem'}", f"--tls-key={tls_dir / 'key.pem'}"]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.bench.fake_ses",
-                # "--opt=value": a random secret may begin with "-", which argparse
-                # would take for an option of its own.
-                f"--key-id={credential.key_id}",
-                f"--secret={credential.secret}",
-                f"--token={credential.token}",
-                f"--latency-ms={latency_ms}",
-            ],
-            stdout=subprocess.PIPE,
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            command, stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
         )
-        self.port = listening_port(self.process, "fake SES")
-        self.url = f"http://{HOST}:{self.port}"
+        assert self.process.stdout is not None
+        announced = self.process.stdout.readline().decode().split()
+        if announced[:1] != ["listening"]:
+            raise RuntimeError(f"fake SES did not start: {announced!r}")
+        self.url = f"http://{HOST}:{announced[1]}"
+        self.ses_url = f"https://{HOST}:{announced[3]}" if tls_dir is not None else self.url
+
+    def ca_env(self) -> dict[str, str]:
+        """With TLS, the test CA for the relay (AWS_CA_BUNDLE, as an operator would point
+        it at a private CA) and the floor."""
+        return {} if self.ca_bundle is None else {"AWS_CA_BUNDLE": str(self.ca_bundle)}
 
     def stats(self) -> dict[str, Any]:
         _, body = http_get(self.url + "/__stats")
@@ -168,7 +191,7 @@ class Floor(Measured):
 
     def __init__(self, fake: FakeSesProcess, credential: Credential, relay_root: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.bench.floor", "--ses-url", fake.url],
+            [sys.executable, "-m", "tests.bench.floor", "--ses-url", fake.ses_url],
             stdout=subprocess.PIPE,
             cwd=REPO,
             env={
@@ -177,6 +200,7 @@ class Floor(Measured):
                 "AWS_ACCESS_KEY_ID": credential.key_id,
                 "AWS_SECRET_ACCESS_KEY": credential.secret,
                 "AWS_SESSION_TOKEN": credential.token,
+                **fake.ca_env(),
             },
         )
         self.smtp_port = listening_port(self.process, "floor")
@@ -206,8 +230,8 @@ class Relay(Measured):
             "delivery": {"backend": "ses"},
             "ses": {
                 "region": "eu-west-3",
-                "endpoint_url": fake.url,
-                "allow_insecure_endpoint": True,
+                "endpoint_url": fake.ses_url,
+                "allow_insecure_endpoint": fake.ca_bundle is None,
             },
             "metrics": {"host": HOST, "port": self.metrics_port},
             "logging": {"format": "json", "level": "info"},
@@ -228,6 +252,7 @@ class Relay(Measured):
             AWS_SHARED_CREDENTIALS_FILE="/dev/null",
             AWS_EC2_METADATA_DISABLED="true",
             BENCH_LOOP_STATS=str(self.stats_path) if monitor else "",
+            **fake.ca_env(),
         )
         self.log_path = workdir / "relay.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
@@ -660,6 +685,11 @@ def main(argv: list[str] | None = None) -> int:
         " without this VM's wake-ups of the other CPU (diagnosis, not the figure)",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="SES over HTTPS, as in production (the fake serves TLS with a test CA)",
+    )
+    parser.add_argument(
         "--only", nargs="*", default=None, help="reused new 1mib latency stall idle floor"
     )
     args = parser.parse_args(argv)
@@ -668,8 +698,11 @@ def main(argv: list[str] | None = None) -> int:
         driver = "smtp-source" if shutil.which("smtp-source") else "asyncio"
     speed_before = calibrate()
     credential = Credential.new()
-    fake = FakeSesProcess(credential, args.latency_ms)
     with tempfile.TemporaryDirectory(prefix="ses-proxy-bench-") as workdir:
+        tls_dir = Path(workdir) / "tls" if args.tls else None
+        if tls_dir is not None:
+            tls_dir.mkdir()
+        fake = FakeSesProcess(credential, args.latency_ms, tls_dir)
         bench = Bench(
             fake,
             credential,
@@ -714,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table([cells([row]) for row in rows]), file=sys.stderr)
     print(
         f"\nses-proxy benchmark: driver {driver}, loop {args.loop}, fake SES latency "
-        f"{args.latency_ms} ms, {'all on CPU 0 of ' if args.one_cpu else ''}"
+        f"{args.latency_ms} ms, SES over {'HTTPS' if args.tls else 'plain HTTP'}, "
+        f"{'all on CPU 0 of ' if args.one_cpu else ''}"
         f"{os.cpu_count()} CPUs, relay {args.relay_root}, "
         f"median of {runs} run{'s' if runs > 1 else ''}; machine speed: "
         f"{speed_before:.0f} ms before, {calibrate():.0f} ms after (a fixed workload, "

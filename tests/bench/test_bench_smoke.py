@@ -34,3 +34,11 @@ def test_one_cpu_runs_every_process_on_cpu_0(capsys: pytest.CaptureFixture[str])
     assert pinned == {0}
     assert "all on CPU 0 of" in table
     assert "1000/1000 once each" in table
+
+
+def test_ses_over_tls_as_in_production(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run.main(["--quick", "--driver", "asyncio", "--tls", "--only", "latency", "floor"])
+    table = capsys.readouterr().out
+    assert code == 0, table
+    assert "SES over HTTPS" in table
+    assert table.count("1000/1000 once each") == 2, table
