@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,8 +60,6 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
@@ -419,6 +418,45 @@ def calibrate() -> float:
     return statistics.median(samples)
 
 
+def wake_up_cost(round_trips: int = 5000) -> tuple[float, float]:
+    """µs per round trip between two processes on different CPUs, each sleeping in a
+    blocking read until the other's byte wakes it, and the µs of CPU a round trip costs
+    this side. What the VM charges for waking a process on another CPU: the relay pays
+    it on every reply it sends, and it moves by the hour more than `calibrate` does."""
+    cpus = sorted(os.sched_getaffinity(0))
+    ours, theirs = socket.socketpair()
+    child = os.fork()
+    if child == 0:
+        try:
+            ours.close()
+            os.sched_setaffinity(0, {cpus[-1]})
+            while data := theirs.recv(1):
+                theirs.sendall(data)
+        finally:
+            os._exit(0)
+    theirs.close()
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        for _ in range(200):  # both sides running and settled
+            ours.sendall(b"x")
+            ours.recv(1)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(round_trips):
+            ours.sendall(b"x")
+            ours.recv(1)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        os.sched_setaffinity(0, before)
+        ours.close()
+        os.waitpid(child, 0)
+    return wall / round_trips * 1e6, cpu / round_trips * 1e6
+
+
+def wake(cost: tuple[float, float]) -> str:
+    return f"a round trip across CPUs {cost[0]:.0f} µs ({cost[1]:.0f} µs of CPU each side)"
+
+
 def delivered(fake: dict[str, Any], expected: int) -> str:
     if fake["bad_signatures"] or fake["errors"]:
         return f"BAD: {fake['bad_signatures']} signatures, {fake['errors']} errors"
@@ -696,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     driver = args.driver
     if driver == "auto":
         driver = "smtp-source" if shutil.which("smtp-source") else "asyncio"
-    speed_before = calibrate()
+    speed_before, wake_before = calibrate(), wake_up_cost()
     credential = Credential.new()
     with tempfile.TemporaryDirectory(prefix="ses-proxy-bench-") as workdir:
         tls_dir = Path(workdir) / "tls" if args.tls else None
@@ -752,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, relay {args.relay_root}, "
         f"median of {runs} run{'s' if runs > 1 else ''}; machine speed: "
         f"{speed_before:.0f} ms before, {calibrate():.0f} ms after (a fixed workload, "
-        "lower is faster)"
+        f"lower is faster); {wake(wake_before)} before, {wake(wake_up_cost())} after"
     )
     print(table([cells(results[name]) for name in chosen if results[name]]))
     ok = all("once each" in row.delivered or "open" in row.delivered for row in rows)

@@ -20,6 +20,7 @@ def test_a_tiny_benchmark_run_delivers_every_message_once(
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "1000/1000 once each" in rows["2 KB, 1 session (latency)"], table
     assert "1000/1000 once each" in rows["2 KB, 1 session, do-nothing floor"], table
+    assert "a round trip across CPUs" in table  # the VM's wake-up cost, before and after
 
 
 def test_one_cpu_runs_every_process_on_cpu_0(capsys: pytest.CaptureFixture[str]) -> None:
