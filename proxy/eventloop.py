@@ -3,12 +3,13 @@
 An SMTP transaction wakes the relay five times (four commands and SES's answer), and
 on a virtual machine waking a sleeping vCPU is slow: the hypervisor has to run it
 again. On the bench's 2-vCPU VM a round trip between two processes on different vCPUs
-takes ~80 µs, ~15 µs on one. So when the loop has nothing to do, the selector first
-polls without blocking for a short window and only then sleeps in epoll, as the
-kernel's haltpoll idle governor does for a guest and as Go's scheduler does before it
-parks a thread. `make bench`, one session: latency p50 0.72 -> 0.45 ms, p99 1.1-1.9
--> 0.65-0.95 ms, and less CPU per message (a poll that catches the next command costs
-less than a sleep and a wake-up); with 20 busy sessions, within the noise.
+takes 60-80 µs, 5 µs on one (`make bench` prints it). So when the loop has nothing to
+do, the selector first polls without blocking for a short window and only then sleeps
+in epoll, as the kernel's haltpoll idle governor does for a guest and as Go's
+scheduler does before it parks a thread. `make bench`, one session: latency p50 0.72
+-> 0.45 ms, p99 1.1-1.9 -> 0.65-0.95 ms, and less CPU per message (a poll that catches
+the next command costs less than a sleep and a wake-up); with 20 busy sessions, within
+the noise.
 
 The window follows haltpoll's rule (drivers/cpuidle/governors/haltpoll.c, with its
 default parameters): it grows, doubling from 50 µs up to 200 µs, while the loop's
@@ -30,7 +31,6 @@ import asyncio
 import os
 import selectors
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,17 +58,14 @@ class PollingSelector(selectors.DefaultSelector):
     """The platform's selector, polling for up to `window.seconds` before it blocks,
     and never waiting longer than the timeout asyncio asks for."""
 
-    def __init__(
-        self, window: PollWindow | None = None, clock: Callable[[], float] = time.perf_counter
-    ) -> None:
+    def __init__(self, window: PollWindow | None = None) -> None:
         super().__init__()
         self.window = PollWindow() if window is None else window
-        self._clock = clock
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return super().select(0)  # asyncio has callbacks ready: a poll, no idling
-        started = self._clock()
+        started = time.perf_counter()
         window = self.window.seconds
         if window > 0:
             poll_until = started + (window if timeout is None else min(window, timeout))
@@ -76,11 +73,11 @@ class PollingSelector(selectors.DefaultSelector):
                 ready = super().select(0)
                 if ready:
                     return ready  # caught while polling: the window was wide enough
-                if self._clock() >= poll_until:
+                if time.perf_counter() >= poll_until:
                     break
-        remaining = None if timeout is None else max(0.0, timeout - (self._clock() - started))
+        remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
         ready = super().select(remaining)
-        self.window.adjust(self._clock() - started)
+        self.window.adjust(time.perf_counter() - started)
         return ready
 
 
