@@ -100,39 +100,39 @@ def _write_later(sock: socket.socket, delay: float) -> threading.Thread:
     return thread
 
 
-def _cpu_while_selecting(
-    selector: PollingSelector, timeout: float | None
-) -> tuple[list[tuple[selectors.SelectorKey, int]], float]:
+def _select_while_written_later(
+    pair: tuple[socket.socket, socket.socket], window: PollWindow
+) -> tuple[PollingSelector, list[tuple[selectors.SelectorKey, int]], float]:
+    """A blocking select on the pair's reading end while a thread writes to the other
+    end 0.2 s later: the selector, what it returned, and the CPU the wait took."""
+    reading, writing = pair
+    selector = PollingSelector(window)
+    selector.register(reading, selectors.EVENT_READ)
+    writer = _write_later(writing, 0.2)
     cpu = time.thread_time()
-    ready = selector.select(timeout)
-    return ready, time.thread_time() - cpu
+    ready = selector.select(None)
+    cpu = time.thread_time() - cpu
+    writer.join()
+    return selector, ready, cpu
 
 
 def test_within_the_window_the_selector_polls(pair: tuple[socket.socket, socket.socket]) -> None:
-    reading, writing = pair
-    selector = PollingSelector(PollWindow(longest=5.0, grow_start=1.0, seconds=5.0))
-    selector.register(reading, selectors.EVENT_READ)
-    writer = _write_later(writing, 0.2)
-    ready, cpu = _cpu_while_selecting(selector, None)
-    writer.join()
-    assert [(key.fileobj, events) for key, events in ready] == [(reading, selectors.EVENT_READ)]
+    window = PollWindow(longest=5.0, grow_start=1.0, seconds=5.0)
+    selector, ready, cpu = _select_while_written_later(pair, window)
+    assert [(key.fileobj, events) for key, events in ready] == [(pair[0], selectors.EVENT_READ)]
     assert cpu > 0.1  # it spun for the 0.2 s rather than sleeping
-    assert selector.window.seconds == 5.0  # caught while polling: unchanged
+    assert window.seconds == 5.0  # caught while polling: unchanged
     selector.close()
 
 
 def test_outside_the_window_it_sleeps_and_then_adjusts(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    reading, writing = pair
-    selector = PollingSelector(PollWindow(longest=5.0, grow_start=1.0, seconds=0.0))
-    selector.register(reading, selectors.EVENT_READ)
-    writer = _write_later(writing, 0.2)
-    ready, cpu = _cpu_while_selecting(selector, None)
-    writer.join()
-    assert [key.fileobj for key, _ in ready] == [reading]
+    window = PollWindow(longest=5.0, grow_start=1.0, seconds=0.0)
+    selector, ready, cpu = _select_while_written_later(pair, window)
+    assert [key.fileobj for key, _ in ready] == [pair[0]]
     assert cpu < 0.1  # slept
-    assert selector.window.seconds == 1.0  # a 0.2 s window would have caught it: grown
+    assert window.seconds == 1.0  # a 0.2 s window would have caught it: grown
     selector.close()
 
 
