@@ -75,13 +75,13 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def listening_port(process: subprocess.Popen[bytes], what: str) -> int:
-    """The port a helper process announces on its first line ("listening PORT")."""
+def announcement(process: subprocess.Popen[bytes], what: str) -> list[str]:
+    """The words of the first line a helper process prints ("listening PORT ...")."""
     assert process.stdout is not None
     line = process.stdout.readline().decode()
     if not line.startswith("listening "):
         raise RuntimeError(f"{what} did not start: {line!r}")
-    return int(line.split()[1])
+    return line.split()
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,7 @@ class FakeSesProcess:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
         )
-        assert self.process.stdout is not None
-        announced = self.process.stdout.readline().decode().split()
-        if announced[:1] != ["listening"]:
-            raise RuntimeError(f"fake SES did not start: {announced!r}")
+        announced = announcement(self.process, "fake SES")  # listening PORT [tls PORT]
         self.url = f"http://{HOST}:{announced[1]}"
         self.ses_url = f"https://{HOST}:{announced[3]}" if tls_dir is not None else self.url
 
@@ -202,7 +199,7 @@ class Floor(Measured):
                 **fake.ca_env(),
             },
         )
-        self.smtp_port = listening_port(self.process, "floor")
+        self.smtp_port = int(announcement(self.process, "floor")[1])
 
 
 class Relay(Measured):
