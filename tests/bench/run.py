@@ -479,7 +479,6 @@ class Bench:
     quick: bool
     driver: str
     profile: Path | None = None
-    one_cpu: bool = False  # --one-cpu: every process of the run on CPU 0 (diagnosis)
     round: int = 1  # which of the runs is going: names its work directory and profile
 
     @contextlib.contextmanager
@@ -500,8 +499,6 @@ class Bench:
                 log_path = workdir / "relay.log"
                 log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
                 raise RuntimeError(f"warm-up failed: {result.errors[:3]}\n{log}")
-            if self.one_cpu:
-                pin_to_first_cpu(relay.process.pid)
             self.fake.reset()
             relay.restart_stall_measure()
             yield relay
@@ -747,9 +744,10 @@ def main(argv: list[str] | None = None) -> int:
             args.quick,
             driver,
             args.profile,
-            args.one_cpu,
         )
         if args.one_cpu:
+            # The relays and floors start later, from this process: they inherit CPU 0
+            # from the start, so the relay's loop sees one CPU and does not poll.
             pin_to_first_cpu(os.getpid())
             pin_to_first_cpu(fake.process.pid)
         loads: dict[str, Callable[[], Row]] = {
