@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/local.yaml
 
-.PHONY: run test lint typecheck unit clean system-packages
+.PHONY: run test lint typecheck unit fuzz clean system-packages
 
 # Debian packages the tests drive for real (tool:package). Installed when missing and
 # this is root with apt-get; otherwise the tests that need them are skipped (and fail
@@ -46,6 +46,12 @@ unit: $(STAMP) system-packages
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The property tests and fuzz targets, long and random (make test runs them derandomized,
+# a fixed count each). FUZZ_FACTOR multiplies every test's count of examples.
+FUZZ_FACTOR ?= 50
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz SES_PROXY_FUZZ_FACTOR=$(FUZZ_FACTOR) $(BIN)/pytest -q -m hypothesis
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis outbox

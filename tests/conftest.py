@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import tests.properties  # noqa: F401  (hypothesis profiles: ci in make test, fuzz in make fuzz)
 from tests.fakes.aws import FakeAWS
 from tests.fakes.credentials import FakeContainerCredentials
 from tests.harness import RunningProxy, deep_merge, free_port, start_proxy

@@ -19,6 +19,7 @@ from proxy.addresses import (
     parse_header_mailboxes,
     string_like,
 )
+from tests.properties import examples
 
 # ---------------------------------------------------------------------------
 # parse_envelope_address: examples
@@ -347,7 +348,7 @@ printable_no_controls = st.text(
 
 
 @given(pattern=st.text("ab*?", max_size=8), value=st.text("abAB", max_size=10))
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 def test_string_like_agrees_with_fnmatch(pattern: str, value: str) -> None:
     # Without "[" in the pattern, fnmatch's * and ? mean exactly IAM's.
     assert string_like(pattern, value) is fnmatch.fnmatchcase(value.lower(), pattern.lower())
@@ -359,7 +360,7 @@ def test_string_like_agrees_with_fnmatch(pattern: str, value: str) -> None:
     suffix=st.text("abB.@", max_size=5),
     value=st.text("abAB.@", max_size=10),
 )
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_string_like_literal_and_one_star_shapes_agree_with_fnmatch(
     prefix: str, star: bool, suffix: str, value: str
 ) -> None:
@@ -372,7 +373,7 @@ def test_string_like_literal_and_one_star_shapes_agree_with_fnmatch(
 
 
 @given(pattern=st.text("aB.+*?\\", max_size=8), value=st.text("abAB.+\\\n", max_size=10))
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 def test_string_like_agrees_with_a_regex(pattern: str, value: str) -> None:
     translated = "".join(
         ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern.lower()
@@ -382,7 +383,7 @@ def test_string_like_agrees_with_a_regex(pattern: str, value: str) -> None:
 
 
 @given(value=st.text())
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_star_matches_everything(value: str) -> None:
     assert string_like("*", value)
     assert string_like("**", value)
@@ -391,28 +392,28 @@ def test_star_matches_everything(value: str) -> None:
 @given(pattern=st.text(st.characters(exclude_characters="*?"), max_size=12), value=st.text())
 @example(pattern="Abc", value="aBC")
 @example(pattern="abc", value="abcd")
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_a_literal_pattern_matches_only_itself(pattern: str, value: str) -> None:
     assert string_like(pattern, value) is (pattern.lower() == value.lower())
     assert string_like(pattern, pattern)
 
 
 @given(pattern=st.text(st.characters(codec="ascii", exclude_characters="*?"), max_size=12))
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_ascii_matching_ignores_case(pattern: str) -> None:
     assert string_like(pattern.upper(), pattern.lower())
     assert string_like(pattern.lower(), pattern.upper())
 
 
 @given(address=addresses)
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_envelope_accepts_valid_addresses_lowercased(address: str) -> None:
     assert parse_envelope_address(address) == address.lower()
     assert parse_envelope_address(f"<{address}>") == address.lower()
 
 
 @given(address=addresses, position=st.integers(min_value=0), bad=st.sampled_from(" \t\r\n\x00\x7f"))
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_envelope_rejects_any_whitespace_or_control(address: str, position: int, bad: str) -> None:
     position %= len(address) + 1
     with pytest.raises(AddressError):
@@ -421,7 +422,7 @@ def test_envelope_rejects_any_whitespace_or_control(address: str, position: int,
 
 @given(address=addresses, display=printable_no_controls, planted=addresses)
 @example(address="evil@attacker.example", display="", planted="noreply@example.com")
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_only_the_angle_addr_counts_after_a_quoted_display_name(
     address: str, display: str, planted: str
 ) -> None:
@@ -431,7 +432,7 @@ def test_only_the_angle_addr_counts_after_a_quoted_display_name(
 
 
 @given(address=addresses, comment=printable_no_controls, planted=addresses)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_comments_never_contribute_an_address(address: str, comment: str, planted: str) -> None:
     note = commented(f"{comment} {planted} {comment}")
     assert parse_header_mailboxes(f"{note} {address} {note}") == [address.lower()]
@@ -452,7 +453,7 @@ mailbox_forms = st.sampled_from(
 
 
 @given(mailboxes=st.lists(st.tuples(mailbox_forms, addresses), min_size=1, max_size=4))
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_mailbox_lists_yield_every_address_in_order(mailboxes: list[tuple[str, str]]) -> None:
     value = ", ".join(form.format(a=address) for form, address in mailboxes)
     assert parse_header_mailboxes(value) == [address.lower() for _, address in mailboxes]
@@ -493,7 +494,7 @@ planted_forms = st.builds(
 @example(value="x<a@b.example>")
 @example(value="a@b.example, c@d.example")
 @example(value="=?utf-8?q?a?= <a@b.example>")
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_the_plain_mailbox_shortcut_agrees_with_the_full_parser(value: str) -> None:
     # parse_header_mailboxes decides the common forms with one regular expression;
     # on every value, the same addresses or the same refusal as the tokenizer's.
@@ -531,7 +532,7 @@ def test_the_plain_mailbox_shortcut_leaves_special_characters_alone(form: str, c
         max_size=12,
     )
 )
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 def test_the_plain_mailbox_shortcut_agrees_on_fragments(parts: list[str]) -> None:
     value = "".join(parts)
     assert _outcome(parse_header_mailboxes, value) == _outcome(_parse_mailbox_list, value)
@@ -551,7 +552,7 @@ def _assert_canonical(address: str) -> None:
 
 
 @given(value=hostile_text | st.text())
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 def test_fuzz_envelope(value: str) -> None:
     try:
         address = parse_envelope_address(value)
@@ -564,7 +565,7 @@ def test_fuzz_envelope(value: str) -> None:
 @given(value=hostile_text | st.text())
 @example(value='"a@b.example" <c@d.example>')
 @example(value="a@b.example (c@d.example)")
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_fuzz_header(value: str) -> None:
     try:
         mailboxes = parse_header_mailboxes(value)
@@ -584,7 +585,7 @@ def test_fuzz_header(value: str) -> None:
         max_size=16,
     )
 )
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_fuzz_header_from_fragments(parts: list[str]) -> None:
     # Fragments make near-miss syntax far likelier than random characters do.
     value = "".join(parts)

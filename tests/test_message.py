@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.message import HeaderScan, MalformedMessage, scan, strip_private_headers
+from tests.properties import examples
 
 BODY = b"Hello,\r\n\r\nBcc: not-a-header@example.com\r\nFrom: neither@example.com\r\n"
 
@@ -242,7 +243,7 @@ def messages(draw: st.DrawFn) -> tuple[list[tuple[bool, bytes]], bytes]:
 
 
 @given(message=messages(), body=st.binary(max_size=300) | crlf_bodies)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_strip_properties(message: tuple[list[tuple[bool, bytes]], bytes], body: bytes) -> None:
     fields, _ = message
     raw = b"".join(f for _, f in fields) + b"\r\n" + body
@@ -255,7 +256,7 @@ def test_strip_properties(message: tuple[list[tuple[bool, bytes]], bytes], body:
 
 @given(message=messages())
 @example(message=([(False, b"From: a\r\n")], b""))
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_scan_accepts_well_formed_messages(message: tuple[list[tuple[bool, bytes]], bytes]) -> None:
     fields, body = message
     raw = b"".join(f for _, f in fields) + b"\r\n" + body
@@ -267,7 +268,7 @@ def test_scan_accepts_well_formed_messages(message: tuple[list[tuple[bool, bytes
 
 
 @given(message=messages(), position=st.integers(min_value=0), bad=st.sampled_from([b"\r", b"\n"]))
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_scan_rejects_any_bare_cr_or_lf(
     message: tuple[list[tuple[bool, bytes]], bytes], position: int, bad: bytes
 ) -> None:
@@ -296,7 +297,7 @@ fragments = st.lists(
 
 
 @given(raw=st.binary(max_size=400) | fragments)
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_fuzz_scan(raw: bytes) -> None:
     try:
         result = scan(raw)
@@ -308,7 +309,7 @@ def test_fuzz_scan(raw: bytes) -> None:
 
 
 @given(raw=st.binary(max_size=400) | fragments)
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @example(raw=b"\nBcc:\r\n\r\nBcc:")  # once left a Bcc: behind for a second pass
 def test_fuzz_strip(raw: bytes) -> None:
     try:
@@ -326,7 +327,7 @@ def test_fuzz_strip(raw: bytes) -> None:
 _LONG_LINE_ORACLE = re.compile(rb"^[^\r\n]{999}", re.MULTILINE)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(st.integers(0, 2100), min_size=1, max_size=12), st.booleans())
 def test_line_length_check_agrees_with_a_regex(lengths: list[int], final_crlf: bool) -> None:
     body = b"\r\n".join(b"x" * n for n in lengths) + (b"\r\n" if final_crlf else b"")

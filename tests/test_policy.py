@@ -23,6 +23,7 @@ from proxy.policy import (
     check_recipient,
     check_sender,
 )
+from tests.properties import examples
 
 RULES = Rules(
     allowed_senders=("noreply@example.com", "*@example.org"),
@@ -298,7 +299,7 @@ def canonical(path: str) -> str | None:
 
 
 @given(allowed=patterns, path=paths)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_sender_accepted_iff_its_canonical_address_matches(
     allowed: tuple[str, ...], path: str
 ) -> None:
@@ -317,7 +318,7 @@ def test_sender_accepted_iff_its_canonical_address_matches(
     maximum=st.integers(1, 60),
     count=st.integers(0, 100),
 )
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_recipient_accepted_iff_allowed_and_under_the_limit(
     allowed: tuple[str, ...], path: str, maximum: int, count: int
 ) -> None:
@@ -337,7 +338,7 @@ def test_recipient_accepted_iff_allowed_and_under_the_limit(
     transaction=st.lists(paths, max_size=30),
     maximum=st.integers(1, 10),
 )
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_a_transaction_never_accepts_more_than_max_recipients(
     allowed: tuple[str, ...], transaction: list[str], maximum: int
 ) -> None:
@@ -352,7 +353,7 @@ def test_a_transaction_never_accepts_more_than_max_recipients(
 
 
 @given(allowed=patterns, address=addresses, display=st.text(max_size=20), planted=addresses)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_header_from_accepted_iff_the_angle_addr_matches(
     allowed: tuple[str, ...], address: str, display: str, planted: str
 ) -> None:
@@ -368,7 +369,7 @@ def test_header_from_accepted_iff_the_angle_addr_matches(
 
 
 @given(size=st.integers(-(10**6), 10**7), limit=st.integers(1, 10**6))
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 def test_sizes_over_the_limit_are_refused(size: int, limit: int) -> None:
     rules = Rules(("*",), ("*",), 1, limit)
     declared = check_declared_size(rules, size)

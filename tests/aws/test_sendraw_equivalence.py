@@ -25,6 +25,7 @@ from proxy.aws import sendraw
 from proxy.aws.sendraw import SendRawEmail
 from tests.aws.paths import Paths
 from tests.fakes.aws import FakeAWS
+from tests.properties import examples
 
 _LOCAL = st.text(
     alphabet=st.sampled_from("abcXYZ019.+-_=&%/~!#$'*?^`{|} é☃"), min_size=1, max_size=20
@@ -109,7 +110,9 @@ def botocore_offline(request: pytest.FixtureRequest) -> Iterator[Botocore]:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     source=addresses,
@@ -162,7 +165,7 @@ def test_sliced_encoding_equals_one_pass(size: int) -> None:
 
 
 @given(st.text(st.sampled_from("aZ09_.~@-+ %/=&é\u212a")) | st.text())
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_a_form_field_is_escaped_as_quote_plus_escapes_it(value: str) -> None:
     # form_parts escapes the plain characters of an address with one replace.
     assert sendraw._field(value) == quote_plus(value).encode("ascii")
@@ -223,7 +226,9 @@ def paths(paths: Paths, fake_aws: FakeAWS) -> Paths:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     source=addresses,

@@ -39,6 +39,7 @@ from proxy.aws.transport import (
     proxy_for,
     tls_context,
 )
+from tests.properties import examples
 
 # Generous: only a test that has already failed waits this long.
 TIMEOUT = 10.0
@@ -1076,7 +1077,7 @@ def answers(draw: st.DrawFn) -> Wire:
     return Wire(interim + head + framed, status, expected, body)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(wire=answers(), data=st.data())
 def test_parser_reads_a_valid_answer_however_it_is_split(
     parser_loop: asyncio.AbstractEventLoop, wire: Wire, data: st.DataObject
@@ -1089,7 +1090,7 @@ def test_parser_reads_a_valid_answer_however_it_is_split(
     assert not parsed.wire.ended
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(wire=answers(), data=st.data())
 def test_parser_never_finishes_a_truncated_answer(
     parser_loop: asyncio.AbstractEventLoop, wire: Wire, data: st.DataObject
@@ -1122,7 +1123,7 @@ _TOKENS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     pieces=st.lists(
         st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=6)), min_size=1, max_size=30

@@ -19,6 +19,7 @@ from proxy.iam.evaluate import Decision, Request, evaluate
 from proxy.iam.generate import build_policy
 from proxy.settings import Settings
 from tests.iam.configs import ACCOUNT, config_data
+from tests.properties import examples
 
 # A small alphabet makes matches likely; upper case checks the lowercasing.
 LETTERS = "abAB"
@@ -127,7 +128,7 @@ def iam_allows(settings: Settings, sender: str, recipients: list[str], ip: str) 
     return decisions.pop()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenarios())
 def test_local_policy_and_iam_agree(scenario: tuple[Settings, str, list[str], str]) -> None:
     config, sender, recipients, ip = scenario
@@ -136,7 +137,7 @@ def test_local_policy_and_iam_agree(scenario: tuple[Settings, str, list[str], st
     )
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(scenarios())
 def test_iam_denies_without_tls_or_from_elsewhere(
     scenario: tuple[Settings, str, list[str], str],

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from proxy.pacing import bucket
 from proxy.pacing.rate import DEFAULT_RATE, Aimd, BaseRate, base_rate
+from tests.properties import examples
 
 EPSILON = 1e-6
 
@@ -49,7 +50,7 @@ def run(
     return slots
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(requests, rates)
 def test_over_any_window_recipients_stay_within_rate_times_window_plus_burst(
     plan: list[tuple[float, int]], rate: float
@@ -67,7 +68,7 @@ def test_over_any_window_recipients_stay_within_rate_times_window_plus_burst(
             assert total <= rate * window + burst + last_debt + EPSILON
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(requests, st.lists(rates, min_size=60, max_size=60), st.floats(0, 10))
 def test_first_come_first_served_whatever_the_rate_of_each_caller(
     plan: list[tuple[float, int]], rate_of_each: list[float], max_wait: float
@@ -86,7 +87,7 @@ def test_first_come_first_served_whatever_the_rate_of_each_caller(
     assert slots == sorted(slots)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(requests, rates, st.floats(0, 5))
 def test_a_refused_request_leaves_the_bucket_as_it_was(
     plan: list[tuple[float, int]], rate: float, max_wait: float

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from proxy.smtp import session as session_module
 from proxy.smtp.handler import ReceivedData
 from proxy.smtp.session import RelaySession
+from tests.properties import examples
 
 LINE_LIMIT = 1001  # aiosmtpd's StreamReader limit: RelaySession.line_length_limit
 # smtp_DATA raises the reader's limit to this while the chunked reader runs.
@@ -102,7 +103,7 @@ pieces = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     body=st.lists(pieces, max_size=40).map(b"".join),
     cuts=st.lists(st.integers(0, 6000), max_size=6),

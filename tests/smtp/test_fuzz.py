@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import base_config
 from tests.harness import RunningProxy, start_proxy
+from tests.properties import examples
 
 REPLY = re.compile(rb"^[2-5]\d\d[ -][ -~]*\r\n$")
 VERBS = [
@@ -54,7 +55,9 @@ command = st.builds(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(command, min_size=1, max_size=8))
 def test_any_command_sequence_gets_well_formed_replies(
@@ -75,7 +78,9 @@ def test_any_command_sequence_gets_well_formed_replies(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.binary(max_size=3000))
 def test_any_message_body_gets_one_of_the_data_replies(
