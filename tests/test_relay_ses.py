@@ -174,6 +174,23 @@ def test_each_ses_error_gets_its_reply_and_nothing_is_sent(
     assert code == 250
 
 
+@pytest.mark.parametrize("fault", ["empty_message_id", "no_message_id"])
+def test_a_success_without_a_message_id_is_a_451_never_a_250(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS, fault: str
+) -> None:
+    proxy = start_ses_proxy()
+    fake_aws.inject(fault)
+    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
+    assert (code, text[:5]) == (451, "4.4.1")
+    assert proxy.metric("sesproxy_messages_deferred_total", reason="unavailable") == 1
+    assert proxy.metric("sesproxy_messages_sent_total") == 0
+    [malformed] = proxy.events("ses_answer_malformed")
+    assert "MessageId" in malformed["detail"]
+    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
+    assert code == 250
+    assert text.split()[-1] == fake_aws.sent[-1].message_id
+
+
 def test_a_slow_ses_beyond_the_read_timeout_is_a_451(
     start_ses_proxy: StartProxy, fake_aws: FakeAWS
 ) -> None:

@@ -262,13 +262,21 @@ class Signer:
         return headers
 
 
+class MalformedAnswer(ResponseParserError):
+    """A success-shaped answer without a usable MessageId: never acknowledged (451)."""
+
+
 def parse_message_id(body: bytes) -> str:
+    """The MessageId of a 2xx answer; MalformedAnswer unless it is there and not empty."""
     start = body.find(b"<MessageId>")
     end = body.find(b"</MessageId>", start)
     if start < 0 or end < 0:
-        raise ResponseParserError("SendRawEmail answer without a MessageId")
-    value = body[start + len(b"<MessageId>") : end].decode("utf-8").strip()
-    return unescape(value) if "&" in value else value
+        raise MalformedAnswer("SES answered success without a MessageId")
+    value = body[start + len(b"<MessageId>") : end].decode("utf-8", "replace").strip()
+    value = unescape(value) if "&" in value else value
+    if not value:
+        raise MalformedAnswer("SES answered success with an empty MessageId")
+    return value
 
 
 def parse_error(status: int, headers: dict[str, str], body: bytes) -> SesErrorReply:

@@ -7,6 +7,7 @@ the message itself) or 250 with SES's MessageId.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from botocore.exceptions import (
@@ -19,12 +20,14 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from proxy.aws.errors import error_reply
-from proxy.aws.sendraw import SesErrorReply
+from proxy.aws.sendraw import MalformedAnswer, SesErrorReply
 from proxy.aws.ses_client import SesClient
 from proxy.aws.transport import TransportError
 from proxy.delivery import DeliveryError, Envelope
 from proxy.delivery.ses_errors import classify, no_credentials, unreachable
 from proxy.observability.metrics import Metrics
+
+log = logging.getLogger("proxy.delivery")
 
 _CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 
@@ -57,6 +60,14 @@ class SesDelivery:
                 raw,
                 self._client.settings.configuration_set,
             )
+        except MalformedAnswer as error:
+            # A 2xx without an id may or may not have sent: the client keeps the mail.
+            outcome = "malformed"
+            log.warning(
+                "SES answered success without a message id: deferred",
+                extra={"event": "ses_answer_malformed", "detail": str(error)},
+            )
+            raise unreachable(f"malformed SES answer: {error}") from None
         except Exception as error:
             failure = failure_of(error)
             if failure is None:

@@ -18,7 +18,11 @@ SOURCE = "noreply@example.com"
 RAW = b"From: noreply@example.com\r\nTo: a@example.net\r\n\r\nhello\r\n"
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS - {"slow"}))
+# Answers without a usable MessageId: the lean path is stricter than stock (below).
+_NO_MESSAGE_ID = {"empty_message_id", "no_message_id"}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS - {"slow"} - _NO_MESSAGE_ID))
 def test_each_fake_ses_fault_is_classified_alike(
     paths: Paths, fake_aws: FakeAWS, fault: str
 ) -> None:
@@ -29,6 +33,16 @@ def test_each_fake_ses_fault_is_classified_alike(
     assert stock[0] == "error"
     assert stock == lean
     assert fake_aws.sent == []
+
+
+@pytest.mark.parametrize("fault", sorted(_NO_MESSAGE_ID))
+def test_a_success_without_a_message_id_is_unavailable_on_the_lean_path(
+    paths: Paths, fake_aws: FakeAWS, fault: str
+) -> None:
+    fake_aws.inject(fault)
+    outcome = paths.lean(SOURCE, ["a@example.net"], RAW, None)
+    assert outcome[:2] == ("error", "unavailable")
+    assert outcome[2].startswith("451 ")
 
 
 def test_ses_refusals_without_injection_are_classified_alike(

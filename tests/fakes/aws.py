@@ -78,6 +78,9 @@ FAULTS: Final = frozenset(
         "http_503",
         "slow",
         "drop",
+        # 200 answers without a usable MessageId (nothing recorded as sent).
+        "empty_message_id",
+        "no_message_id",
     }
 )
 
@@ -539,6 +542,10 @@ class FakeAWS(BackgroundServer):
             fault = self._faults.popleft() if self._faults else None
         if fault == "slow":
             await asyncio.sleep(self.slow_seconds)
+        elif fault == "empty_message_id":
+            return "<MessageId/>"
+        elif fault == "no_message_id":
+            return ""
         elif fault is not None:
             raise self._fault_error(fault, params, key_id)
 
