@@ -83,7 +83,24 @@ SOCKET_TIMEOUT_SECONDS = 1.0
 # Before any replica count is known, the fallback assumes two replicas.
 DEFAULT_FALLBACK_SHARE = 0.5
 
-_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+class UnexpectedAnswer(Exception):
+    """Redis (or whatever listens there) answered something the script cannot return."""
+
+
+_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, UnexpectedAnswer)
+
+
+def _reservation(answer: Any) -> tuple[bool, float, int]:
+    """(admitted, wait, replicas) of the script's answer; UnexpectedAnswer otherwise."""
+    try:
+        admitted, wait, replicas = answer
+        result = (int(admitted) == 1, float(wait), int(replicas))
+    except (TypeError, ValueError) as error:
+        raise UnexpectedAnswer(f"not the reservation script's answer: {error}") from None
+    if not (result[1] >= 0 and result[2] >= 0):
+        raise UnexpectedAnswer("a negative wait or replica count")
+    return result
 
 
 def bucket_keys(account: str, region: str) -> tuple[str, str]:
@@ -177,7 +194,7 @@ class RedisBudget:
                         repr(REPLICA_TTL_SECONDS),
                     ],
                 )
-                admitted, wait, replicas = int(answer[0]), float(answer[1]), int(answer[2])
+                admitted, wait, replicas = _reservation(answer)
             except _REDIS_FAILURES as error:
                 self._went_down(error)
             else:

@@ -11,7 +11,11 @@ import pytest
 from proxy.observability.metrics import Metrics
 from proxy.pacing import bucket
 from proxy.pacing.redis import PROBE_INTERVAL_SECONDS, RedisBudget, make_client
+from tests.conftest import StartProxy
+from tests.fakes.aws import FakeAWS
+from tests.pacing.e2e import send
 from tests.pacing.redis_server import RedisServer
+from tests.pacing.wrong_redis import ANSWERS, WrongRedis
 
 # Redis's clock and ours tick alike; the round trip (well under a millisecond on
 # loopback, more on a busy CI host) is all that separates them.
@@ -164,3 +168,34 @@ async def test_rediss_refuses_a_certificate_it_cannot_verify(
     [down] = [r for r in caplog.records if r.__dict__.get("event") == "shared_budget_down"]
     assert down.__dict__["error"] == "ConnectionError"
     await shared.close()
+
+
+@pytest.mark.parametrize("answer", sorted(ANSWERS))
+async def test_a_redis_that_answers_nonsense_is_a_redis_that_is_down(
+    answer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics(shared_budget=True)
+    with WrongRedis(answer) as wrong:
+        shared = budget(wrong.url, metrics)
+        await shared.start()
+        waits = [await shared.reserve(1, 100.0, 5.0) for _ in range(3)]
+        await shared.close()
+        assert wrong.commands > 0  # it was asked, and its answers were not believed
+    # Paced locally (the first reservation of an empty bucket waits 1/rate at most).
+    assert all(wait is not None and 0 <= wait <= 5.0 for wait in waits)
+    assert up(metrics) == 0
+    assert shared.share() < 1
+    assert events(caplog).count("shared_budget_down") == 1
+
+
+def test_a_relay_whose_redis_answers_ok_to_everything_still_sends(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    with WrongRedis("ok") as wrong:
+        proxy = start_ses_proxy({"rate": {"backend": "redis", "redis_url": wrong.url}})
+        outcome = send(proxy.smtp_port, "nonsense")
+        assert outcome.code == 250, outcome.reply
+        assert proxy.metric("sesproxy_rate_shared_budget_up") == 0
+        assert proxy.metric("sesproxy_messages_deferred_total", reason="internal") == 0
+        assert len(proxy.events("shared_budget_down")) == 1
+    assert len(fake_aws.sent) == 1
