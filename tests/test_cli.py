@@ -142,6 +142,25 @@ def test_serve_with_a_port_in_use_exits_2(tmp_path: Path, key: str) -> None:
     assert f"{key}: 127.0.0.1:{taken} is already in use" in result.stderr
 
 
+@pytest.mark.parametrize("inside", ["", "sub"])
+def test_serve_with_an_outbox_dir_that_cannot_be_made_exits_2(tmp_path: Path, inside: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    path = write_config(
+        tmp_path,
+        {
+            "smtp": {"port": free_port()},
+            "metrics": {"port": free_port()},
+            "delivery": {"backend": "outbox", "outbox_dir": str(blocker / inside)},
+        },
+    )
+    result = run_cli("serve", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ses-proxy: config error: delivery.outbox_dir: cannot make")
+    assert "Traceback" not in result.stderr
+
+
 def test_a_session_policy_over_the_aws_limit_is_refused(tmp_path: Path) -> None:
     senders = [f"sender-number-{i}@department-{i}.example.com" for i in range(60)]
     path = write_config(

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from proxy.delivery import Envelope, TransientDeliveryError
+from proxy.settings import ConfigError
 
 
 class OutboxDelivery:
@@ -23,7 +24,12 @@ class OutboxDelivery:
         self._directory = directory
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"delivery.outbox_dir: cannot make {self._directory} ({error.strerror})"
+            ) from None
 
     async def close(self) -> None:
         return None
