@@ -41,12 +41,12 @@ _FIELDS = re.compile(rb"(?:%s)*+" % _FIELD)
 _FROM_OR_SENDER = re.compile(
     rb"^(from|sender):([^\r\n]*(?:\r\n[ \t][^\r\n]*)*+)\r\n", re.IGNORECASE | re.MULTILINE
 )
-# Fields a client must not pass to SES: Bcc: (would reveal blind recipients to
-# every recipient) and X-SES-* (would let a client pick a configuration set or an
+# Fields a client must not pass to SES: Bcc: and Resent-Bcc: (would reveal blind
+# recipients to every recipient) and X-SES-* (would let a client pick a configuration set or an
 # identity ARN). The end may be the end of the data, for input that never went
 # through scan().
 _PRIVATE_FIELD = re.compile(
-    rb"^(?:bcc|x-ses-[!-9;-~]*):[^\r\n]*(?:\r\n[ \t][^\r\n]*)*+(?:\r\n|\Z)",
+    rb"^(?:bcc|resent-bcc|x-ses-[!-9;-~]*):[^\r\n]*(?:\r\n[ \t][^\r\n]*)*+(?:\r\n|\Z)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -163,7 +163,7 @@ def scan(raw: bytes) -> HeaderScan:
 
 
 def strip_private_headers(raw: bytes) -> bytes:
-    """Remove every Bcc: and X-SES-* field (with its continuation lines).
+    """Remove every Bcc:, Resent-Bcc: and X-SES-* field (with its continuation lines).
 
     Every other byte stays as it was: header order, the empty line, the body.
     Meant for a message that scan() accepted. Even so it stands on its own:

@@ -136,6 +136,9 @@ def test_strip_removes_bcc_and_x_ses_with_continuations() -> None:
         b"x-ses-source-arn: arn:aws:ses:x\r\n"
         b"\t continued\r\n"
         b"BCC: x@example.com\r\n"
+        b"Resent-Bcc: resent-hidden@example.com,\r\n"
+        b" more@example.com\r\n"
+        b"RESENT-BCC:\r\n"
         b"X-Ses-Message-Tags: a=b\r\n"
         b"Subject: s\r\n"
         b"\r\n" + BODY
@@ -147,7 +150,7 @@ def test_strip_removes_bcc_and_x_ses_with_continuations() -> None:
 
 def test_strip_keeps_lookalike_names() -> None:
     raw = (
-        b"From: a\r\nBcc-Note: x\r\nX-Bcc: y\r\nX-SESAME: z\r\nX-SES: w\r\n"
+        b"From: a\r\nBcc-Note: x\r\nX-Bcc: y\r\nX-SESAME: z\r\nX-SES: w\r\nResent-Bccx: v\r\n"
         b"Subject: Bcc: x\r\n X-SES-A: b\r\n\r\n"
     )
     assert strip_private_headers(raw) == raw

@@ -77,6 +77,7 @@ def test_a_message_reaches_ses_exactly_as_the_contract_says(
     raw = raw_message(
         extra_headers=(
             "Bcc: hidden@example.net,\r\n other@example.net\r\n"
+            "Resent-Bcc: resent-hidden@example.net\r\n"
             "X-SES-CONFIGURATION-SET: attacker-set\r\n"
             "x-ses-source-arn: arn:aws:ses:eu-west-3:999999999999:identity/evil.test\r\n"
             "X-Mailer: app 1.0\r\n"
