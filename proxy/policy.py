@@ -27,8 +27,10 @@ class Verdict(enum.Enum):
     """Why something was refused: one per reply in the contract's table."""
 
     SENDER_DENIED = "sender_denied"  # 550 5.7.1 at MAIL (envelope)
+    SENDER_SYNTAX = "sender_syntax"  # 553 5.1.3 at MAIL: not an address we can judge
     SIZE_EXCEEDED = "size_exceeded"  # 552 5.3.4 (MAIL SIZE= or DATA)
     RECIPIENT_DENIED = "recipient_denied"  # 550 5.7.1 at RCPT
+    RECIPIENT_SYNTAX = "recipient_syntax"  # 553 5.1.3 at RCPT
     TOO_MANY_RECIPIENTS = "too_many_recipients"  # 452 4.5.3 at RCPT
     HEADER_SENDER_DENIED = "header_sender_denied"  # 550 5.7.1 after DATA
     MALFORMED = "malformed"  # 550 5.6.0 after DATA
@@ -84,8 +86,8 @@ def check_sender(rules: Rules, path: str) -> Decision:
     try:
         address = parse_envelope_address(path)
     except AddressError as error:
-        # The client learns only "not allowed"; the log learns why.
-        return Rejected(Verdict.SENDER_DENIED, f"envelope sender unparseable: {error}")
+        # The client learns only "bad syntax"; the log learns why.
+        return Rejected(Verdict.SENDER_SYNTAX, f"envelope sender unparseable: {error}")
     if not matches_any(rules.allowed_senders, address):
         return Rejected(Verdict.SENDER_DENIED, f"envelope sender {address} is not allowed")
     return Accepted(address)
@@ -109,14 +111,15 @@ def check_declared_size(rules: Rules, size: int | None) -> Decision:
 def check_recipient(rules: Rules, path: str, accepted_so_far: int) -> Decision:
     """RCPT TO, given how many recipients this transaction has already accepted.
 
-    The address is judged before the count: a denied address is RECIPIENT_DENIED
-    (permanent, 550) whatever the count, so a client never retries it after a 452.
+    The address is judged before the count: an unparseable or denied address is
+    RECIPIENT_SYNTAX (553) or RECIPIENT_DENIED (550), permanent whatever the count,
+    so a client never retries it after a 452.
     The count only limits addresses that would otherwise be accepted.
     """
     try:
         address = parse_envelope_address(path)
     except AddressError as error:
-        return Rejected(Verdict.RECIPIENT_DENIED, f"recipient unparseable: {error}")
+        return Rejected(Verdict.RECIPIENT_SYNTAX, f"recipient unparseable: {error}")
     if not matches_any(rules.allowed_recipients, address):
         return Rejected(Verdict.RECIPIENT_DENIED, f"recipient {address} is not allowed")
     if accepted_so_far >= rules.max_recipients:

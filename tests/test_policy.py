@@ -41,8 +41,10 @@ def rejected(decision: Decision) -> Verdict:
 def test_verdicts_are_the_contract_table() -> None:
     assert {verdict.name for verdict in Verdict} == {
         "SENDER_DENIED",
+        "SENDER_SYNTAX",
         "SIZE_EXCEEDED",
         "RECIPIENT_DENIED",
+        "RECIPIENT_SYNTAX",
         "TOO_MANY_RECIPIENTS",
         "HEADER_SENDER_DENIED",
         "MALFORMED",
@@ -121,9 +123,9 @@ def test_sender_not_allowed(path: str) -> None:
         "x@[192.0.2.1]",
     ],
 )
-def test_sender_unparseable_is_denied(path: str) -> None:
+def test_sender_unparseable_is_a_syntax_refusal(path: str) -> None:
     decision = check_sender(RULES, path)
-    assert rejected(decision) is Verdict.SENDER_DENIED
+    assert rejected(decision) is Verdict.SENDER_SYNTAX
     assert isinstance(decision, Rejected)
     assert "unparseable" in decision.detail
 
@@ -160,11 +162,20 @@ def test_recipient_over_the_limit() -> None:
 
 @pytest.mark.parametrize("count", [0, 2, 3, 100])
 @pytest.mark.parametrize(
-    "path", ["a@example.org", "ops12@example.net", "a@example.com.evil.example", "<>", "a b@c.com"]
+    ("path", "verdict"),
+    [
+        ("a@example.org", Verdict.RECIPIENT_DENIED),
+        ("ops12@example.net", Verdict.RECIPIENT_DENIED),
+        ("a@example.com.evil.example", Verdict.RECIPIENT_DENIED),
+        ("<>", Verdict.RECIPIENT_SYNTAX),
+        ("a b@c.com", Verdict.RECIPIENT_SYNTAX),
+    ],
 )
-def test_a_denied_recipient_is_denied_whatever_the_count(path: str, count: int) -> None:
-    # A permanent 550, never a 452 the client would retry.
-    assert rejected(check_recipient(RULES, path, count)) is Verdict.RECIPIENT_DENIED
+def test_a_refused_recipient_is_refused_whatever_the_count(
+    path: str, verdict: Verdict, count: int
+) -> None:
+    # A permanent 550 or 553, never a 452 the client would retry.
+    assert rejected(check_recipient(RULES, path, count)) is verdict
 
 
 # ---------------------------------------------------------------------------
@@ -306,7 +317,9 @@ def test_sender_accepted_iff_its_canonical_address_matches(
     rules = Rules(allowed, (), 1, 1)
     address = canonical(path)
     decision = check_sender(rules, path)
-    if address is not None and matches_any(allowed, address):
+    if address is None:
+        assert rejected(decision) is Verdict.SENDER_SYNTAX
+    elif matches_any(allowed, address):
         assert decision == Accepted(address)
     else:
         assert rejected(decision) is Verdict.SENDER_DENIED
@@ -325,7 +338,9 @@ def test_recipient_accepted_iff_allowed_and_under_the_limit(
     rules = Rules((), allowed, maximum, 1)
     address = canonical(path)
     decision = check_recipient(rules, path, count)
-    if address is None or not matches_any(allowed, address):
+    if address is None:
+        assert rejected(decision) is Verdict.RECIPIENT_SYNTAX
+    elif not matches_any(allowed, address):
         assert rejected(decision) is Verdict.RECIPIENT_DENIED
     elif count >= maximum:
         assert rejected(decision) is Verdict.TOO_MANY_RECIPIENTS

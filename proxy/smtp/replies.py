@@ -45,8 +45,10 @@ def sent(message_id: str) -> Reply:
 
 VERDICTS: dict[Verdict, Reply] = {
     Verdict.SENDER_DENIED: Reply("550 5.7.1 Sender address not allowed", "sender"),
+    Verdict.SENDER_SYNTAX: Reply("553 5.1.3 Sender address syntax not accepted", "sender"),
     Verdict.SIZE_EXCEEDED: Reply("552 5.3.4 Message size exceeds the limit", "size"),
     Verdict.RECIPIENT_DENIED: Reply("550 5.7.1 Recipient address not allowed", "recipient"),
+    Verdict.RECIPIENT_SYNTAX: Reply("553 5.1.3 Recipient address syntax not accepted", "recipient"),
     Verdict.TOO_MANY_RECIPIENTS: Reply("452 4.5.3 Too many recipients", "recipient"),
     Verdict.HEADER_SENDER_DENIED: Reply(
         "550 5.7.1 From: or Sender: header address not allowed", "sender"
