@@ -40,6 +40,7 @@ class QuotaWatcher:
         self._task: asyncio.Task[None] | None = None
         self._denied_said = False
         self.latest: SendQuota | None = None
+        self.failures = 0  # unexpected errors the watching survived
 
     async def refresh(self) -> SendQuota | None:
         """Ask SES now (unless asked less than a second ago); the latest known quota."""
@@ -66,6 +67,12 @@ class QuotaWatcher:
                 "GetSendQuota failed", extra={"event": "quota_error", "code": type(error).__name__}
             )
             return self.latest
+        except ValueError as error:  # botocore could not parse the answer's numbers
+            log.warning(
+                "GetSendQuota answer unreadable",
+                extra={"event": "quota_error", "code": type(error).__name__},
+            )
+            return self.latest
         quota = SendQuota(
             max_send_rate=float(answer.get("MaxSendRate", 0.0)),
             max_24h_send=float(answer.get("Max24HourSend", 0.0)),
@@ -88,5 +95,13 @@ class QuotaWatcher:
 
     async def _run(self) -> None:
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                # Pacing would go on with a stale rate if this task died: say it, go on.
+                self.failures += 1
+                log.exception(
+                    "quota watcher: unexpected error, still watching",
+                    extra={"event": "quota_watcher_error", "failures": self.failures},
+                )
             await asyncio.sleep(self._interval)

@@ -31,9 +31,6 @@ class LocalBudget:
         return 1.0
 
     async def reserve(self, recipients: int, rate: float, max_wait: float) -> float | None:
-        return self.reserve_now(recipients, rate, max_wait)
-
-    def reserve_now(self, recipients: int, rate: float, max_wait: float) -> float | None:
         """The wait until this reservation's slot, or None when it is beyond max_wait."""
         answer = bucket.reserve(self._state, self._clock(), rate, recipients, max_wait)
         if answer.state is None:

@@ -204,7 +204,7 @@ class RedisBudget:
                     return None
                 self._own_tail = max(self._own_tail, self._clock() + wait)
                 return wait
-        return self._local.reserve_now(recipients, rate * self.share(), max_wait)
+        return await self._local.reserve(recipients, rate * self.share(), max_wait)
 
     def _went_down(self, error: BaseException) -> None:
         self._next_probe = self._clock() + PROBE_INTERVAL_SECONDS

@@ -233,6 +233,8 @@ class FakeAWS(BackgroundServer):
         self.max_message_bytes: int = SES_MAX_MESSAGE_BYTES
         # Added to this fake's clock: simulates a host whose clock is off.
         self.clock_offset: float = 0.0
+        # When set, GetSendQuota's result element holds this text instead (a broken answer).
+        self.quota_result_override: str | None = None
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -683,6 +685,8 @@ class FakeAWS(BackgroundServer):
         return errors[fault]()
 
     def _get_send_quota(self, params: dict[str, str], key_id: str) -> str:
+        if self.quota_result_override is not None:
+            return self.quota_result_override
         body = (
             f"<Max24HourSend>{_fmt_float(self.max_24h_send)}</Max24HourSend>"
             f"<MaxSendRate>{_fmt_float(self.max_send_rate)}</MaxSendRate>"
