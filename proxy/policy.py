@@ -134,7 +134,7 @@ def check_message(rules: Rules, headers: HeaderScan, size: int) -> Decision:
     """After DATA: size, then every address in From: and Sender: must be allowed.
 
     The header From: need not equal the envelope sender; each is judged on its own
-    against allowed_senders. Accepted.address is the first From: mailbox.
+    against allowed_senders.
     """
     too_big = _too_big(rules, "message size", size)
     if too_big is not None:
@@ -158,7 +158,7 @@ def check_message(rules: Rules, headers: HeaderScan, size: int) -> Decision:
                 Verdict.HEADER_SENDER_DENIED,
                 f"Sender: holds {len(sender_addresses)} mailboxes, not one",
             )
-    return Accepted(from_addresses[0])
+    return Accepted()
 
 
 def _header_addresses(rules: Rules, field: str, value: str) -> list[str] | Rejected:
