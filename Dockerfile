@@ -27,11 +27,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/ses-proxy
 WORKDIR /src
 # Only what the wheel needs (see .dockerignore): tests and deploy files stay out.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY proxy ./proxy
 # Byte-compiled at install time (pip's default), so nothing is written at run time;
 # pip and setuptools are removed: the final image installs nothing.
-RUN /opt/ses-proxy/bin/pip install . \
+RUN /opt/ses-proxy/bin/pip install -c constraints.txt . \
  && /opt/ses-proxy/bin/pip uninstall --yes pip setuptools \
  && /opt/ses-proxy/bin/ses-proxy --help >/dev/null
 

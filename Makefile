@@ -23,10 +23,11 @@ define install-missing
 	else echo "missing Debian packages (tests that need them are skipped):$$missing"; fi
 endef
 
-$(STAMP): pyproject.toml
+# constraints.txt holds every version the tests passed with: installs are reproducible.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)
