@@ -7,7 +7,6 @@ carry what a caller chose to put in it: never a body, never a credential.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -78,66 +77,18 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class TurnBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes what the event loop's thread logs at the end of
-    the loop turn, all of that turn's lines in one write.
-
-    Formatting and writing wait for the callback that logged to finish, so the line
-    of a sent message goes out after its 250, not before it (a system call less in
-    every reply's way), and twenty sessions finishing in one turn cost one write, not
-    twenty. A record logged with no loop running on this thread (another thread,
-    start-up, shutdown) is written at once; `flush` (called by logging at exit) writes
-    whatever is still waiting.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self._waiting: list[logging.LogRecord] = []
-        self._writer: asyncio.AbstractEventLoop | None = None  # the loop that will write
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or (self._waiting and loop is not self._writer):
-            # No loop here, or another loop's turn would write it: now, in order.
-            self._write_waiting()
-            super().emit(record)
-            return
-        if not self._waiting:
-            self._writer = loop
-            loop.call_soon(self._write_waiting)
-        self._waiting.append(record)
-
-    def _write_waiting(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            records, self._waiting = self._waiting, []
-            if not records:
-                return
-            lines = []
-            for record in records:
-                try:
-                    lines.append(self.format(record) + self.terminator)
-                except Exception:  # logging's own rule: a handler never raises
-                    self.handleError(record)
-            try:
-                self.stream.write("".join(lines))
-                self.stream.flush()
-            except Exception:
-                self.handleError(records[0])
-
-    def flush(self) -> None:
-        self._write_waiting()
-        super().flush()
+def handler_for(settings: LoggingSettings, stream: TextIO) -> logging.Handler:
+    """Each line written at once: a crash or an OOM kill loses none of the lines that
+    lead up to it (the ones a post-mortem needs)."""
+    handler = logging.StreamHandler(stream)
+    use_json = settings.format == "json" or (settings.format == "auto" and not stream.isatty())
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    return handler
 
 
 def configure(settings: LoggingSettings) -> None:
-    handler = TurnBatchingHandler(sys.stderr)
-    use_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler_for(settings, sys.stderr)]
     # Our formatters write no caller, thread or process: spare every record the stack
     # walk and the look-ups that find them (the logging HOWTO's "Optimization").
     logging._srcfile = None
