@@ -297,7 +297,27 @@ class RelaySession(SMTP):
         listeners.sessions.add(self)
         listeners.metrics.smtp_sessions_active.inc()
         self._counted = True
-        await super()._handle_client()
+        try:
+            await super()._handle_client()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Give the slot and the gauge back: once, however the session ends."""
+        if self._counted:
+            self._counted = False
+            self.listeners.sessions.discard(self)
+            self.listeners.metrics.smtp_sessions_active.dec()
+
+    def _expire(self) -> None:
+        # abort(), not close(): close() waits for replies the client never reads, and a
+        # TLS layer mid-handshake never tells the session its connection is gone.
+        for transport in (self.transport, self._original_transport):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+        self._release()
 
     # aiosmtpd cancels the session's task when the client hangs up (EOF or a lost
     # connection). During a send that would cut a request SES may already be
@@ -313,10 +333,7 @@ class RelaySession(SMTP):
         return asyncio.StreamReaderProtocol.eof_received(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._counted:
-            self._counted = False
-            self.listeners.sessions.discard(self)
-            self.listeners.metrics.smtp_sessions_active.dec()
+        self._release()
         if self not in self.relay.in_flight:
             super().connection_lost(error)
             return
@@ -362,7 +379,7 @@ class RelaySession(SMTP):
         if self.loop.time() < self._idle_deadline:
             self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer_fired)
         else:
-            self._timeout_cb()  # type: ignore[no-untyped-call]
+            self._expire()
 
     async def push(self, status: AnyStr) -> None:
         if not isinstance(status, str):
