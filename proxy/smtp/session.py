@@ -309,16 +309,6 @@ class RelaySession(SMTP):
             self.listeners.sessions.discard(self)
             self.listeners.metrics.smtp_sessions_active.dec()
 
-    def _expire(self) -> None:
-        # abort(), not close(): close() waits for replies the client never reads, and a
-        # TLS layer mid-handshake never tells the session its connection is gone.
-        for transport in (self.transport, self._original_transport):
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.abort()
-        if self._handler_coroutine is not None:
-            self._handler_coroutine.cancel()
-        self._release()
-
     # aiosmtpd cancels the session's task when the client hangs up (EOF or a lost
     # connection). During a send that would cut a request SES may already be
     # processing, so the cancelling waits until the send is over (smtp_DATA).
@@ -356,11 +346,15 @@ class RelaySession(SMTP):
 
     def abort(self) -> asyncio.Task[None] | None:
         """Cut the session now, a send in flight included; its task, to wait for."""
-        if self.transport is not None:
-            self.transport.close()
+        # abort(), not close(): close() waits for replies the client never reads, and a
+        # TLS layer mid-handshake never tells the session its connection is gone.
+        for transport in (self.transport, self._original_transport):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
         task = self._handler_coroutine
         if task is not None:
             task.cancel()
+        self._release()
         return task
 
     def _reset_timeout(self, duration: float | None = None) -> None:
@@ -379,7 +373,7 @@ class RelaySession(SMTP):
         if self.loop.time() < self._idle_deadline:
             self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer_fired)
         else:
-            self._expire()
+            self.abort()
 
     async def push(self, status: AnyStr) -> None:
         if not isinstance(status, str):
