@@ -42,8 +42,8 @@ _FROM_OR_SENDER = re.compile(
     rb"^(from|sender):([^\r\n]*(?:\r\n[ \t][^\r\n]*)*+)\r\n", re.IGNORECASE | re.MULTILINE
 )
 # Fields a client must not pass to SES: Bcc: and Resent-Bcc: (would reveal blind
-# recipients to every recipient) and X-SES-* (would let a client pick a configuration set or an
-# identity ARN). The end may be the end of the data, for input that never went
+# recipients to every recipient) and X-SES-* (would let a client pick a configuration
+# set or an identity ARN). The end may be the end of the data, for input that never went
 # through scan().
 _PRIVATE_FIELD = re.compile(
     rb"^(?:bcc|resent-bcc|x-ses-[!-9;-~]*):[^\r\n]*(?:\r\n[ \t][^\r\n]*)*+(?:\r\n|\Z)",

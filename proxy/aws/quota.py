@@ -62,15 +62,10 @@ class QuotaWatcher:
             else:
                 log.warning("GetSendQuota failed", extra={"event": "quota_error", "code": code})
             return self.latest
-        except (BotoCoreError, OSError, TimeoutError) as error:
+        # ValueError: botocore could not read the answer's numbers.
+        except (BotoCoreError, OSError, TimeoutError, ValueError) as error:
             log.warning(
                 "GetSendQuota failed", extra={"event": "quota_error", "code": type(error).__name__}
-            )
-            return self.latest
-        except ValueError as error:  # botocore could not parse the answer's numbers
-            log.warning(
-                "GetSendQuota answer unreadable",
-                extra={"event": "quota_error", "code": type(error).__name__},
             )
             return self.latest
         quota = SendQuota(
