@@ -19,7 +19,6 @@ import pytest
 from tests.conftest import ALLOWED_SENDERS, StartProxy
 from tests.fakes.aws import FakeAWS
 from tests.fakes.credentials import FakeContainerCredentials
-from tests.harness import free_port
 
 
 def raw_message(
@@ -430,29 +429,3 @@ def test_quota_gauges_come_from_get_send_quota(
     assert proxy.metric("sesproxy_ses_quota_sent_last_24h") == 123.0
     calls = [r for r in fake_aws.requests if r.action == "GetSendQuota"]
     assert len(calls) == 1, "polled once at start, then about once a minute"
-
-
-def test_an_unreachable_credentials_endpoint_is_a_clear_exit_2(
-    start_ses_proxy: StartProxy,
-) -> None:
-    unused = f"http://127.0.0.1:{free_port()}/v2/credentials"
-    proxy = start_ses_proxy(env={"AWS_CONTAINER_CREDENTIALS_FULL_URI": unused}, wait_ready=False)
-    assert proxy.wait(timeout=60) == 2
-    output = proxy.log_text()
-    assert "cannot obtain AWS credentials" in output or "no AWS credentials found" in output
-    assert "Traceback" not in output
-
-
-def test_a_refused_assume_role_is_a_clear_exit_2(
-    start_ses_proxy: StartProxy, fake_aws: FakeAWS
-) -> None:
-    fake_aws.denied_actions = {"AssumeRole"}
-    proxy = start_ses_proxy(
-        {"ses": {"role_arn": "arn:aws:iam::123456789012:role/ses-sender"}},
-        env={"AWS_ENDPOINT_URL_STS": fake_aws.url},
-        wait_ready=False,
-    )
-    assert proxy.wait(timeout=60) == 2
-    output = proxy.log_text()
-    assert "ses.role_arn: AssumeRole refused: AccessDenied" in output
-    assert "Traceback" not in output

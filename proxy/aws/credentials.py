@@ -30,7 +30,16 @@ _ASSUME_ROLE_SESSION_NAME = "ses-proxy"
 
 
 class CredentialError(ConfigError):
-    """No usable credential: none found, or a long-lived one that policy refuses."""
+    """No usable credential."""
+
+
+class CredentialRefused(CredentialError):
+    """A credential was found, of a kind the configuration refuses: retrying cannot help."""
+
+
+class CredentialUnavailable(CredentialError):
+    """No credential could be had now (none found, endpoint unreachable, AssumeRole
+    refused, already expired): the source may come up later (IMDS, an EKS agent)."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +54,22 @@ async def open_session(
 ) -> tuple[AioSession, CredentialSource]:
     """A botocore session whose credentials are the ones the proxy may send with.
 
-    Any failure to obtain them (endpoint unreachable, AssumeRole refused) is a
-    CredentialError naming what failed; botocore's messages carry no secret.
+    A long-lived key without `allow_static_credentials` is CredentialRefused; any
+    other failure to obtain a credential is CredentialUnavailable naming what failed;
+    botocore's messages carry no secret.
     """
     try:
         return await _open_session(settings, session_policy)
     except ClientError as error:
         reply = error_reply(error)
-        raise CredentialError(
+        raise CredentialUnavailable(
             f"ses.role_arn: AssumeRole refused: {reply.code}: {reply.message}"
         ) from None
     except BotoCoreError as error:
-        raise CredentialError(f"cannot obtain AWS credentials: {error}") from None
+        raise CredentialUnavailable(f"cannot obtain AWS credentials: {error}") from None
+    except RuntimeError as error:
+        # botocore's own word for a source that serves a credential already expired.
+        raise CredentialUnavailable(f"cannot obtain AWS credentials: {error}") from None
 
 
 async def _open_session(
@@ -65,7 +78,7 @@ async def _open_session(
     session = get_session()
     found = await session.get_credentials()
     if found is None:
-        raise CredentialError(
+        raise CredentialUnavailable(
             "no AWS credentials found (looked at the environment, web identity, "
             "container endpoint, instance metadata and the shared files)"
         )
@@ -73,7 +86,7 @@ async def _open_session(
     temporary = frozen.token is not None
     method = str(getattr(found, "method", "unknown"))
     if not temporary and not settings.allow_static_credentials:
-        raise CredentialError(
+        raise CredentialRefused(
             f"ses.allow_static_credentials: found long-lived access keys (source: {method}); "
             "use a role (instance profile, container or web identity credentials), "
             "or set ses.allow_static_credentials: true to accept them"

@@ -39,18 +39,19 @@ class SesDelivery:
 
     async def start(self) -> None:
         await self._client.start()
-        self._observe_expiry()
+        # Read at each scrape: the credential is refreshed in the background too.
+        self._metrics.credentials_expiry.set_function(self._expiry_timestamp)
 
     async def close(self) -> None:
         await self._client.close()
 
     def ready(self) -> bool:
-        return self._client.api is not None
+        return self._client.ready()
 
     async def send(self, envelope: Envelope, raw: bytes) -> str:
         sendraw = self._client.sendraw
         if sendraw is None:
-            raise unreachable("the SES client is not started")
+            raise no_credentials("no credential obtained yet")
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -81,11 +82,10 @@ class SesDelivery:
             self._metrics.ses_request_duration.labels(outcome).observe(
                 time.perf_counter() - started
             )
-            self._observe_expiry()
 
-    def _observe_expiry(self) -> None:
+    def _expiry_timestamp(self) -> float:
         expiry = self._client.credential_expiry()
-        self._metrics.credentials_expiry.set(expiry.timestamp() if expiry is not None else 0)
+        return expiry.timestamp() if expiry is not None else 0.0
 
 
 def failure_of(error: Exception) -> DeliveryError | None:

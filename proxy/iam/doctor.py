@@ -644,7 +644,7 @@ async def run_doctor(
     # The relay's own client: same credential chain, session policy, timeouts, one attempt.
     # Credentials that cannot be had raise CredentialError (exit 2): nothing can be checked.
     ses = SesClient(settings.ses, session_policy)
-    await ses.start()
+    await ses.connect()
     try:
         assert ses.credential_source is not None
         assert ses.api is not None

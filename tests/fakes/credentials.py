@@ -56,6 +56,7 @@ class FakeContainerCredentials(BackgroundServer):
         self._current = aws.issue_credentials(expires_in)
         self._fetch_count = 0
         self._refused_count = 0
+        self.down = False  # while True, every fetch is a 500 (an agent restarting)
 
     @property
     def url(self) -> str:
@@ -78,10 +79,11 @@ class FakeContainerCredentials(BackgroundServer):
         with self._lock:
             return self._refused_count
 
-    def rotate(self) -> Credential:
+    def rotate(self, expires_in: float | None = None) -> Credential:
         """Issue a new credential; the next fetch serves it. The old one stays valid
-        until it expires (or is revoked on the FakeAWS), like a real rotation."""
-        cred = self._aws.issue_credentials(self._expires_in)
+        until it expires (or is revoked on the FakeAWS), like a real rotation.
+        A negative `expires_in` serves one already expired."""
+        cred = self._aws.issue_credentials(self._expires_in if expires_in is None else expires_in)
         with self._lock:
             self._current = cred
         return cred
@@ -119,6 +121,8 @@ class FakeContainerCredentials(BackgroundServer):
         return app
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=500, text="agent unavailable")
         if (
             self._auth_token is not None
             and request.headers.get("Authorization") != self._auth_token
