@@ -191,8 +191,7 @@ async def _drain(
     )
     while time.monotonic() < deadline:
         for session in list(listeners.sessions):
-            if session.close_if_idle():
-                listeners.sessions.discard(session)
+            session.close_if_idle()
         if not listeners.sessions and not handler.in_flight:
             return
         await asyncio.sleep(_DRAIN_POLL_SECONDS)

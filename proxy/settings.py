@@ -64,6 +64,8 @@ class SmtpSettings(_Section):
         ipaddress.ip_network("::1/128"),
     )
     max_connections: int = Field(default=200, ge=1)
+    # A gateway: one host cannot take every slot (a sidecar's clients are all loopback).
+    max_connections_per_address: int | None = Field(default=None, ge=1)
     timeout_seconds: float = Field(default=60.0, gt=0)
     # Not in DESIGN.md's key list: how long SIGTERM waits for transactions in flight.
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)

@@ -87,6 +87,7 @@ class Listeners:
         self.settings = settings
         self.metrics = metrics
         self.sessions: set[RelaySession] = set()
+        self._per_address: dict[str, int] = {}
         self.shutting_down = False
         # Per kind of session: the plain attributes aiosmtpd's SMTP.__init__ set on a
         # model session, and how to make each of the others (see RelaySession.__init__).
@@ -97,6 +98,25 @@ class Listeners:
         # change, and an application connects again and again from the same one
         # (parsing the address was ~4 % of a connection's CPU). Bounded.
         self._admitted: dict[str, bool] = {}
+
+    def full_for(self, host: str) -> bool:
+        """No slot left: for anyone, or for this address."""
+        if len(self.sessions) >= self.settings.max_connections:
+            return True
+        limit = self.settings.max_connections_per_address
+        return limit is not None and self._per_address.get(host, 0) >= limit
+
+    def occupy(self, session: RelaySession, host: str) -> None:
+        self.sessions.add(session)
+        self._per_address[host] = self._per_address.get(host, 0) + 1
+        self.metrics.smtp_sessions_active.inc()
+
+    def vacate(self, session: RelaySession, host: str) -> None:
+        self.sessions.discard(session)
+        left = self._per_address.pop(host, 0) - 1
+        if left > 0:
+            self._per_address[host] = left
+        self.metrics.smtp_sessions_active.dec()
 
     def admits(self, peer: Any) -> bool:
         if not isinstance(peer, tuple) or not peer:
@@ -287,15 +307,14 @@ class RelaySession(SMTP):
             listeners.metrics.messages_rejected.labels("network").inc()
         elif listeners.shutting_down:
             refusal = replies.SHUTTING_DOWN
-        elif len(listeners.sessions) >= listeners.settings.max_connections:
+        elif listeners.full_for(self.peer_host()):
             refusal = replies.TOO_MANY_CONNECTIONS
         if refusal is not None:
             self.relay.log_refusal(self, refusal)
             await self.push(refusal.text)
             self.transport.close()
             return
-        listeners.sessions.add(self)
-        listeners.metrics.smtp_sessions_active.inc()
+        listeners.occupy(self, self.peer_host())
         self._counted = True
         try:
             await super()._handle_client()
@@ -306,8 +325,7 @@ class RelaySession(SMTP):
         """Give the slot and the gauge back: once, however the session ends."""
         if self._counted:
             self._counted = False
-            self.listeners.sessions.discard(self)
-            self.listeners.metrics.smtp_sessions_active.dec()
+            self.listeners.vacate(self, self.peer_host())
 
     # aiosmtpd cancels the session's task when the client hangs up (EOF or a lost
     # connection). During a send that would cut a request SES may already be
@@ -335,14 +353,14 @@ class RelaySession(SMTP):
         asyncio.StreamReaderProtocol.connection_lost(self, error)
         self.transport = None
 
-    def close_if_idle(self) -> bool:
-        """Say goodbye to a session between transactions; True if it was closed."""
+    def close_if_idle(self) -> None:
+        """Say goodbye to a session between transactions (its slot is free at once)."""
         if self.busy or (self.envelope is not None and self.envelope.mail_from):
-            return False
+            return
         if self.transport is not None:
             self._writer.write(replies.SHUTTING_DOWN.text.encode("ascii") + b"\r\n")
             self.transport.close()
-        return True
+        self._release()
 
     def abort(self) -> asyncio.Task[None] | None:
         """Cut the session now, a send in flight included; its task, to wait for."""

@@ -112,6 +112,35 @@ def test_connections_beyond_the_limit_get_421(start_outbox_proxy: StartProxy) ->
     second.close()
 
 
+def _connect_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_one_address_cannot_take_every_slot(start_outbox_proxy: StartProxy) -> None:
+    proxy = start_outbox_proxy({"smtp": {"max_connections": 10, "max_connections_per_address": 2}})
+    greedy = [_connect_from("127.0.0.2", proxy.smtp_port) for _ in range(2)]
+    for sock in greedy:
+        assert sock.recv(100).startswith(b"220")
+    with _connect_from("127.0.0.2", proxy.smtp_port) as third:
+        assert third.recv(100).startswith(b"421 4.7.0")
+        assert third.recv(100) == b""
+    # Another host still gets in, while the greedy one holds its two.
+    with _connect_from("127.0.0.3", proxy.smtp_port) as other:
+        assert other.recv(100).startswith(b"220")
+    greedy[0].close()
+    deadline = time.monotonic() + 5
+    while proxy.metric("sesproxy_smtp_sessions_active") != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The address's count went down with its session: it may open one again.
+    with _connect_from("127.0.0.2", proxy.smtp_port) as again:
+        assert again.recv(100).startswith(b"220")
+    greedy[1].close()
+
+
 def test_starttls_required_before_mail(
     start_outbox_proxy: StartProxy, certificate: tuple[Path, Path, Path]
 ) -> None:
