@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from proxy.server import serve
 
             with asyncio.Runner(loop_factory=eventloop.new_event_loop) as runner:
-                return runner.run(serve(settings))
+                return runner.run(serve(settings, Path(args.config)))
         if args.command == "iam-policy":
             from proxy.iam.generate import render_for_cli
 

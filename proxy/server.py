@@ -7,6 +7,7 @@
     aws/: credentials.py (chain, AssumeRole + session policy from iam/), ses_client.py,
           quota.py (GetSendQuota → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
+    reload.py: SIGHUP and certificate rotation (what may change while running)
     eventloop.py: the loop this runs on (cli.py starts it), which polls before it sleeps
 
 Nothing registers itself: each box is built here, from its part of the settings,
@@ -25,10 +26,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 from prometheus_client import disable_created_metrics
 
-from proxy import policy
 from proxy.aws.quota import QuotaWatcher
 from proxy.aws.ses_client import SesClient
 from proxy.delivery import Delivery
@@ -39,6 +40,7 @@ from proxy.observability import logs
 from proxy.observability.http import HealthServer
 from proxy.observability.metrics import Metrics
 from proxy.pacing import PacedDelivery, build_budget
+from proxy.reload import Reloader
 from proxy.settings import ConfigError, Settings
 from proxy.smtp.handler import RelayHandler
 from proxy.smtp.session import Listeners, RelaySession
@@ -46,15 +48,6 @@ from proxy.smtp.session import Listeners, RelaySession
 log = logging.getLogger("proxy.server")
 
 _DRAIN_POLL_SECONDS = 0.05
-
-
-def build_rules(settings: Settings) -> policy.Rules:
-    return policy.Rules(
-        allowed_senders=settings.policy.allowed_senders,
-        allowed_recipients=settings.policy.allowed_recipients,
-        max_recipients=settings.policy.max_recipients,
-        max_message_bytes=settings.policy.max_message_bytes,
-    )
 
 
 def build_ses_client(settings: Settings) -> SesClient | None:
@@ -83,7 +76,7 @@ def _naming_the_key(key: str, host: str, port: int) -> Iterator[None]:
         raise ConfigError(f"{key}: cannot listen on {host}:{port} ({error.strerror})") from None
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, config_path: Path | None = None) -> int:
     logs.configure(settings.logging)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics(
@@ -92,11 +85,22 @@ async def serve(settings: Settings) -> int:
     ses = build_ses_client(settings)
     quota = QuotaWatcher(ses, metrics) if ses is not None else None
     delivery = build_delivery(settings, ses, metrics, quota)
-    handler = RelayHandler(build_rules(settings), delivery, metrics)
+    handler = RelayHandler(settings.policy.rules(), delivery, metrics)
     listeners = Listeners(settings.smtp, metrics)
     tls_context = settings.smtp.tls_context()
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
+    reloader = Reloader(
+        settings,
+        config_path,
+        handler,
+        listeners,
+        tls_context,
+        delivery if isinstance(delivery, PacedDelivery) else None,
+        metrics,
+    )
+    # From now on: SIGHUP's default action would end the relay without draining.
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
 
     def ready() -> bool:
         return bool(servers) and all(s.is_serving() for s in servers) and delivery.ready()
@@ -120,6 +124,7 @@ async def serve(settings: Settings) -> int:
     sys.setswitchinterval(0.0005)
     if quota is not None:
         quota.start()
+    reloader.start()
     try:
         smtp = settings.smtp
         with _naming_the_key("metrics.port", settings.metrics.host, settings.metrics.port):
@@ -147,6 +152,8 @@ async def serve(settings: Settings) -> int:
         await _until_signalled()
         await _drain(servers, listeners, handler, settings.smtp.shutdown_grace_seconds)
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await reloader.close()
         for server in servers:
             server.close()
         if quota is not None:

@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from proxy import policy
+
 # SES v1 SendRawEmail limits: DESIGN.md, "Facts the code must respect".
 SES_MAX_RECIPIENTS = 50
 SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -100,8 +102,13 @@ class SmtpSettings(_Section):
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        self.load_certificate(context)
         return context
+
+    def load_certificate(self, context: ssl.SSLContext) -> None:
+        """Load the certificate and key into `context`: handshakes from now on use them."""
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
 
 
 class PolicySettings(_Section):
@@ -109,6 +116,15 @@ class PolicySettings(_Section):
     allowed_recipients: tuple[str, ...] = ("*",)
     max_recipients: int = Field(default=SES_MAX_RECIPIENTS, ge=1, le=SES_MAX_RECIPIENTS)
     max_message_bytes: int = Field(default=SES_MAX_MESSAGE_BYTES, ge=1, le=SES_MAX_MESSAGE_BYTES)
+
+    def rules(self) -> policy.Rules:
+        """The values the pure policy judges with."""
+        return policy.Rules(
+            allowed_senders=self.allowed_senders,
+            allowed_recipients=self.allowed_recipients,
+            max_recipients=self.max_recipients,
+            max_message_bytes=self.max_message_bytes,
+        )
 
     @field_validator("allowed_senders", "allowed_recipients", mode="before")
     @classmethod

@@ -104,6 +104,12 @@ class Metrics:
         self.ses_quota_sent_last_24h = Gauge(
             "sesproxy_ses_quota_sent_last_24h", "SES SentLast24Hours (GetSendQuota).", registry=r
         )
+        self.config_reloads = Counter(
+            "sesproxy_config_reloads",
+            "Configuration reloads (SIGHUP), by result: a failure changed nothing.",
+            ["result"],
+            registry=r,
+        )
         self.build = Info("sesproxy_build", "Version of the running ses-proxy.", registry=r)
         self.build.info({"version": _version()})
         for reason in REJECT_REASONS:
@@ -112,6 +118,8 @@ class Metrics:
             self.messages_deferred.labels(reason)
         for reason in FAIL_REASONS:
             self.messages_failed.labels(reason)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
 
 
 def _version() -> str:

@@ -118,6 +118,11 @@ class PacedDelivery:
     def ready(self) -> bool:
         return self._inner.ready()
 
+    def reconfigure(self, settings: RateSettings) -> None:
+        """A new max_send_rate and max_wait_seconds (the budget's backend stays)."""
+        self._settings = settings
+        self._current_base()
+
     def rate_in_force(self) -> float:
         """Recipients per second this process paces to now (the rate gauge reads this)."""
         now = self._clock()

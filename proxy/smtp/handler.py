@@ -50,7 +50,7 @@ class ReceivedData:
 
 class RelayHandler:
     def __init__(self, rules: policy.Rules, delivery: Delivery, metrics: Metrics) -> None:
-        self.rules = rules
+        self.rules = rules  # for sessions that start from now on (a reload replaces them)
         self._delivery = delivery
         self._metrics = metrics
         # Sessions waiting for a send, their client there or not (a hang-up does not
@@ -64,9 +64,9 @@ class RelayHandler:
             return replies.SHUTTING_DOWN.text
         if server.require_tls and not server.encrypted:
             return self._reject(server, replies.TLS_REQUIRED, "MAIL before TLS", "mail").text
-        decision = policy.check_declared_size(self.rules, _declared_size(options))
+        decision = policy.check_declared_size(server.rules, _declared_size(options))
         if isinstance(decision, policy.Accepted):
-            decision = policy.check_sender(self.rules, address)
+            decision = policy.check_sender(server.rules, address)
         if isinstance(decision, policy.Rejected):
             return self._reject(
                 server, replies.VERDICTS[decision.verdict], decision.detail, "mail"
@@ -78,7 +78,7 @@ class RelayHandler:
     async def handle_RCPT(
         self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        decision = policy.check_recipient(self.rules, address, len(envelope.rcpt_tos))
+        decision = policy.check_recipient(server.rules, address, len(envelope.rcpt_tos))
         if isinstance(decision, policy.Rejected):
             return self._reject(
                 server, replies.VERDICTS[decision.verdict], decision.detail, "rcpt"
@@ -135,15 +135,15 @@ class RelayHandler:
         if data.too_big:
             verdict = replies.VERDICTS[policy.Verdict.SIZE_EXCEEDED]
             return self._reject(
-                server, verdict, f"DATA exceeded {self.rules.max_message_bytes} octets", "data"
+                server, verdict, f"DATA exceeded {server.rules.max_message_bytes} octets", "data"
             )
         if data.line_too_long:
             verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
             return self._reject(server, verdict, "a line is over 998 octets", "data")
         if len(data.raw) > _OFF_LOOP_BYTES:
-            vetted = await asyncio.to_thread(_vet, self.rules, data.raw)
+            vetted = await asyncio.to_thread(_vet, server.rules, data.raw)
         else:
-            vetted = _vet(self.rules, data.raw)
+            vetted = _vet(server.rules, data.raw)
         if isinstance(vetted, policy.Rejected):
             verdict = replies.VERDICTS[vetted.verdict]
             return self._reject(server, verdict, vetted.detail, "data")

@@ -99,6 +99,12 @@ class Listeners:
         # (parsing the address was ~4 % of a connection's CPU). Bounded.
         self._admitted: dict[str, bool] = {}
 
+    def reconfigure(self, settings: SmtpSettings) -> None:
+        """New admission and session settings, for sessions that start from now on."""
+        self.settings = settings
+        self.models.clear()
+        self._admitted.clear()
+
     def full_for(self, host: str) -> bool:
         """No slot left: for anyone, or for this address."""
         if len(self.sessions) >= self.settings.max_connections:
@@ -230,6 +236,8 @@ class RelaySession(SMTP):
             setattr(self, name, rebind(self))
         self.relay = handler
         self.listeners = listeners
+        # A reload (SIGHUP) changes these for sessions that start after it, not this one.
+        self.rules = handler.rules
         self.require_tls = listeners.settings.require_tls
         self.session_id = f"s{next(_session_ids)}"
         self.busy = False
@@ -284,7 +292,7 @@ class RelaySession(SMTP):
 
     def ehlo_lines(self) -> list[str]:
         keywords = [
-            f"SIZE {self.relay.rules.max_message_bytes}",
+            f"SIZE {self.rules.max_message_bytes}",
             "8BITMIME",
             "PIPELINING",
             "ENHANCEDSTATUSCODES",
@@ -486,7 +494,7 @@ class RelaySession(SMTP):
         marker = b"\r\n.\r\n"
         max_run = _MAX_LINE + 1  # octets before an LF: the line, a stuffing dot, its CR
         reader = self._reader
-        limit = self.relay.rules.max_message_bytes
+        limit = self.rules.max_message_bytes
         chunks: list[bytes] = []
         received = 0  # octets of content as sent, stuffing dots included
         dots = 0  # stuffing dots: removed from kept chunks, counted in dropped ones

@@ -31,17 +31,12 @@ class _Rules:
     max_message_bytes: int
 
 
-@dataclass
-class _Relay:
-    rules: _Rules
-
-
 class _Session:
     """What _read_data touches on a RelaySession: the reader, the limit, the timer."""
 
     def __init__(self, limit: int, reader_limit: int) -> None:
         self._reader = asyncio.StreamReader(limit=reader_limit)
-        self.relay = _Relay(_Rules(limit))
+        self.rules = _Rules(limit)
 
     def _reset_timeout(self) -> None:
         pass
@@ -49,7 +44,7 @@ class _Session:
 
 async def line_reader(self: Any) -> ReceivedData:
     """The reader before issue #6, verbatim but for the timeout reset."""
-    limit = self.relay.rules.max_message_bytes
+    limit = self.rules.max_message_bytes
     lines: list[bytes] = []
     size = 0
     line_too_long = False

@@ -50,6 +50,7 @@ def _reference(
     RelaySession._init_smtp(session, handler, listeners.settings, None if implicit else tls, loop)
     session.relay = handler
     session.listeners = listeners
+    session.rules = handler.rules
     session.require_tls = listeners.settings.require_tls
     session.session_id = "s0"
     session.busy = False
