@@ -50,6 +50,14 @@ _PRIVATE_FIELD = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 
+_MESSAGE_ID = re.compile(
+    rb"^message-id:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*+)", re.IGNORECASE | re.MULTILINE
+)
+# The log carries a Message-ID to find a mail by; a longer one is a payload, not an id.
+_MESSAGE_ID_MAX = 200
+# How far into a message its Message-ID is looked for: the body is never searched.
+_HEADER_SEARCH_OCTETS = 64 * 1024
+
 
 # Counting runs in steps of this many octets: a worker thread that checks a 10 MB
 # message then holds the GIL (which bytes.count keeps) for a millisecond at a time,
@@ -160,6 +168,17 @@ def scan(raw: bytes) -> HeaderScan:
     if len(sender_values) > 1:
         raise MalformedMessage("more than one Sender: header")
     return HeaderScan(tuple(from_values), tuple(sender_values))
+
+
+def message_id(raw: bytes) -> str:
+    """The Message-ID: value of the header section, for the log ("" when none is found).
+
+    Malformed messages are searched too (their rejection is logged with it); only the
+    first 64 KiB are looked at, whatever the message's size."""
+    header = raw[:_HEADER_SEARCH_OCTETS]
+    end = header.find(b"\r\n\r\n")
+    found = _MESSAGE_ID.search(header if end < 0 else header[: end + 2])
+    return "" if found is None else _unfold(found.group(1))[:_MESSAGE_ID_MAX]
 
 
 def strip_private_headers(raw: bytes) -> bytes:

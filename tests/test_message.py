@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from proxy.message import HeaderScan, MalformedMessage, scan, strip_private_headers
+from proxy.message import HeaderScan, MalformedMessage, message_id, scan, strip_private_headers
 from tests.properties import examples
 
 BODY = b"Hello,\r\n\r\nBcc: not-a-header@example.com\r\nFrom: neither@example.com\r\n"
@@ -342,3 +342,24 @@ def test_line_length_check_agrees_with_a_regex(lengths: list[int], final_crlf: b
         line_number = raw.count(b"\n", 0, long_line.start()) + 1
         with pytest.raises(MalformedMessage, match=f"^line {line_number} is "):
             scan(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b"From: a@example.com\r\nMessage-ID: <m1@example.com>\r\n\r\nbody\r\n",
+            "<m1@example.com>",
+        ),
+        (b"message-id:\r\n <folded@example.com>\r\nFrom: a\r\n\r\n", "<folded@example.com>"),
+        (b"From: a\r\n\r\nMessage-ID: <in-the-body@example.com>\r\n", ""),
+        (b"From: a\r\nX-Message-ID: <not-it@example.com>\r\n\r\n", ""),
+        (b"From: a\r\n\r\n", ""),
+        (b"Message-ID: <" + b"x" * 500 + b">\r\n\r\n", "<" + "x" * 199),
+        (b"X: " + b"y" * (64 * 1024) + b"\r\nMessage-ID: <late@example.com>\r\n\r\n", ""),
+    ],
+)
+def test_message_id_is_the_header_value_bounded_and_never_from_the_body(
+    raw: bytes, expected: str
+) -> None:
+    assert message_id(raw) == expected

@@ -99,8 +99,15 @@ def test_a_message_reaches_ses_exactly_as_the_contract_says(
     assert sent.access_key_id == container_credentials.current.access_key_id
     assert proxy.metric("sesproxy_messages_sent_total") == 1
     [log_entry] = proxy.events("sent")
-    assert log_entry["message_id"] == sent.message_id
-    assert log_entry["recipients"] == 2
+    # "Did the mail to X go out?": answered by the line alone, without the message.
+    assert log_entry["ses_message_id"] == sent.message_id
+    assert log_entry["message_id"] == "<m1@example.com>"
+    assert log_entry["from"] == "noreply@example.com"
+    assert log_entry["to"] == ["friend@example.net", "someone@example.org"]
+    assert (log_entry["client"], log_entry["peer"]) == ("-", "127.0.0.1")
+    assert log_entry["size"] == len(sent.raw)
+    assert 0 <= log_entry["duration_ms"] < 30_000
+    assert "hello" not in json.dumps(log_entry), "the body never reaches a log line"
 
 
 def test_mixed_recipients_send_the_allowed_ones_once(
@@ -169,6 +176,8 @@ def test_each_ses_error_gets_its_reply_and_nothing_is_sent(
         assert leak not in text
     [entry] = proxy.events("failed" if counter == "failed" else "deferred")
     assert entry["reason"] == reason
+    assert (entry["from"], entry["to"]) == ("noreply@example.com", ["a@example.net"])
+    assert (entry["message_id"], entry["peer"]) == ("<m1@example.com>", "127.0.0.1")
     # After the fault, the same relay sends again.
     code, _ = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
     assert code == 250
@@ -354,7 +363,7 @@ def test_a_client_resetting_the_connection_mid_send_does_not_cancel_it(
     [sent] = fake_aws.wait_for_sent(1, timeout=10)
     _wait_for(lambda: bool(proxy.events("sent")), 10)
     [logged] = proxy.events("sent")
-    assert logged["message_id"] == sent.message_id
+    assert logged["ses_message_id"] == sent.message_id
     assert proxy.metric("sesproxy_messages_sent_total") == 1
     assert not proxy.events("internal_error")
     fake_aws.slow_seconds = 0.0
@@ -429,3 +438,25 @@ def test_quota_gauges_come_from_get_send_quota(
     assert proxy.metric("sesproxy_ses_quota_sent_last_24h") == 123.0
     calls = [r for r in fake_aws.requests if r.action == "GetSendQuota"]
     assert len(calls) == 1, "polled once at start, then about once a minute"
+
+
+def test_rejected_lines_say_whom_the_mail_was_from_and_to(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy({"policy": {"allowed_recipients": ["*@example.net"]}})
+    spoofed = raw_message(sender="Boss <ceo@elsewhere.example>")
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        assert client.mail("intruder@elsewhere.example")[0] == 550
+        assert client.mail("noreply@example.com")[0] == 250
+        assert client.rcpt("someone@example.org")[0] == 550
+        assert client.rcpt("friend@example.net")[0] == 250
+        assert client.data(spoofed)[0] == 550
+    at_mail, at_rcpt, at_data = proxy.events("rejected")
+    assert (at_mail["stage"], at_mail["from"]) == ("mail", "intruder@elsewhere.example")
+    assert (at_rcpt["from"], at_rcpt["to"]) == ("noreply@example.com", ["someone@example.org"])
+    assert (at_data["from"], at_data["to"]) == ("noreply@example.com", ["friend@example.net"])
+    assert at_data["message_id"] == "<m1@example.com>"
+    for entry in (at_mail, at_rcpt, at_data):
+        assert (entry["client"], entry["peer"]) == ("-", "127.0.0.1")
+    assert fake_aws.sent == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,19 @@ class RelayHandler:
         if server.shutting_down:
             return replies.SHUTTING_DOWN.text
         if server.require_tls and not server.encrypted:
-            return self._reject(server, replies.TLS_REQUIRED, "MAIL before TLS", "mail").text
+            return self._reject(
+                server, replies.TLS_REQUIRED, "MAIL before TLS", "mail", {"from": address}
+            ).text
         decision = policy.check_declared_size(server.rules, _declared_size(options))
         if isinstance(decision, policy.Accepted):
             decision = policy.check_sender(server.rules, address)
         if isinstance(decision, policy.Rejected):
             return self._reject(
-                server, replies.VERDICTS[decision.verdict], decision.detail, "mail"
+                server,
+                replies.VERDICTS[decision.verdict],
+                decision.detail,
+                "mail",
+                {"from": address},
             ).text
         envelope.mail_from = decision.address
         envelope.mail_options.extend(options)
@@ -81,7 +88,11 @@ class RelayHandler:
         decision = policy.check_recipient(server.rules, address, len(envelope.rcpt_tos))
         if isinstance(decision, policy.Rejected):
             return self._reject(
-                server, replies.VERDICTS[decision.verdict], decision.detail, "rcpt"
+                server,
+                replies.VERDICTS[decision.verdict],
+                decision.detail,
+                "rcpt",
+                {"from": envelope.mail_from, "to": [address]},
             ).text
         if decision.address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(decision.address)
@@ -130,44 +141,53 @@ class RelayHandler:
     async def transaction(
         self, server: RelaySession, mail_from: str, recipients: tuple[str, ...], data: ReceivedData
     ) -> Reply:
+        started = time.perf_counter()
         self._metrics.messages_received.inc()
         self._metrics.message_size.observe(data.size)
+        # What a log line about this message says of it: enough to answer "did the
+        # mail to X go out?", nothing of its content but the client's Message-ID.
+        about = {
+            "from": mail_from,
+            "to": list(recipients),
+            "message_id": message.message_id(data.raw),
+            "size": data.size,
+        }
         if data.too_big:
             verdict = replies.VERDICTS[policy.Verdict.SIZE_EXCEEDED]
-            return self._reject(
-                server, verdict, f"DATA exceeded {server.rules.max_message_bytes} octets", "data"
-            )
+            detail = f"DATA exceeded {server.rules.max_message_bytes} octets"
+            return self._reject(server, verdict, detail, "data", about)
         if data.line_too_long:
             verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
-            return self._reject(server, verdict, "a line is over 998 octets", "data")
+            return self._reject(server, verdict, "a line is over 998 octets", "data", about)
         if len(data.raw) > _OFF_LOOP_BYTES:
             vetted = await asyncio.to_thread(_vet, server.rules, data.raw)
         else:
             vetted = _vet(server.rules, data.raw)
         if isinstance(vetted, policy.Rejected):
             verdict = replies.VERDICTS[vetted.verdict]
-            return self._reject(server, verdict, vetted.detail, "data")
+            return self._reject(server, verdict, vetted.detail, "data", about)
         cleaned = vetted
+        about["size"] = len(cleaned)
         envelope = Envelope(mail_from=mail_from, recipients=recipients)
         try:
-            message_id = await self._delivery.send(envelope, cleaned)
+            ses_message_id = await self._delivery.send(envelope, cleaned)
         except DeliveryError as error:
-            return self._delivery_failed(server, error, envelope, len(cleaned))
+            return self._delivery_failed(server, error, about, started)
         self._metrics.messages_sent.inc()
         log.info(
             "sent",
             extra={
                 "event": "sent",
-                "message_id": message_id,
-                "size": len(cleaned),
-                "recipients": len(recipients),
                 **server.log_context(),
+                **about,
+                "ses_message_id": ses_message_id,
+                "duration_ms": _milliseconds_since(started),
             },
         )
-        return replies.sent(message_id)
+        return replies.sent(ses_message_id)
 
     def _delivery_failed(
-        self, server: RelaySession, error: DeliveryError, envelope: Envelope, size: int
+        self, server: RelaySession, error: DeliveryError, about: dict[str, Any], started: float
     ) -> Reply:
         permanent = isinstance(error, PermanentDeliveryError)
         counter = self._metrics.messages_failed if permanent else self._metrics.messages_deferred
@@ -178,14 +198,21 @@ class RelayHandler:
                 "event": "failed" if permanent else "deferred",
                 "reason": error.reason,
                 "detail": error.detail,
-                "size": size,
-                "recipients": len(envelope.recipients),
                 **server.log_context(),
+                **about,
+                "duration_ms": _milliseconds_since(started),
             },
         )
         return Reply(error.reply, error.reason)
 
-    def _reject(self, server: RelaySession, reply: Reply, detail: str, stage: str) -> Reply:
+    def _reject(
+        self,
+        server: RelaySession,
+        reply: Reply,
+        detail: str,
+        stage: str,
+        about: dict[str, Any],
+    ) -> Reply:
         if reply.reason is not None:
             self._metrics.messages_rejected.labels(reply.reason).inc()
         log.info(
@@ -197,9 +224,14 @@ class RelayHandler:
                 "reply": reply.code,
                 "detail": detail,
                 **server.log_context(),
+                **about,
             },
         )
         return reply
+
+
+def _milliseconds_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def _declared_size(options: list[str]) -> int | None:

@@ -288,7 +288,13 @@ class RelaySession(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
     def log_context(self) -> dict[str, Any]:
-        return {"session": self.session_id, "client": self.peer_host(), "tls": self.encrypted}
+        # client: the configured client this session is ("-": none; clients come with AUTH).
+        return {
+            "session": self.session_id,
+            "client": "-",
+            "peer": self.peer_host(),
+            "tls": self.encrypted,
+        }
 
     def ehlo_lines(self) -> list[str]:
         keywords = [
