@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aiosmtpd.smtp import TLSSetupException
+
 from proxy import message, policy
 from proxy.delivery import Delivery, DeliveryError, Envelope, PermanentDeliveryError
 from proxy.observability.metrics import Metrics
@@ -130,6 +132,18 @@ class RelayHandler:
         )
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client's failed handshake (a scanner, a wrong protocol, a dropped line):
+            # aiosmtpd closes the connection after this; nothing of ours went wrong.
+            cause = error.__cause__
+            log.info(
+                "TLS handshake failed",
+                extra={
+                    "event": "tls_handshake_failed",
+                    "error": type(cause).__name__ if cause is not None else "unknown",
+                },
+            )
+            return replies.INTERNAL_ERROR.text
         log.error(
             "internal error in an SMTP session",
             exc_info=error,
