@@ -175,6 +175,8 @@ def message_id(raw: bytes) -> str:
 
     Malformed messages are searched too (their rejection is logged with it); only the
     first 64 KiB are looked at, whatever the message's size."""
+    if raw.startswith(b"\r\n"):
+        return ""  # an empty header section: what follows is the body
     header = raw[:_HEADER_SEARCH_OCTETS]
     end = header.find(b"\r\n\r\n")
     found = _MESSAGE_ID.search(header if end < 0 else header[: end + 2])

@@ -49,7 +49,11 @@ class Finding:
     fix: str
 
     def render(self, file: str) -> str:
-        return f"{file}: {self.severity} {self.code}: {self.message} — fix: {self.fix}"
+        """One line, whatever the policy's strings (a Sid, an operator) hold."""
+        line = f"{file}: {self.severity} {self.code}: {self.message} — fix: {self.fix}"
+        return "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line
+        )
 
 
 # Keys people write into SES policies that SES never puts in a request context.
@@ -447,7 +451,14 @@ def _describe(detail: Any) -> str:
 
 def lint_text(text: str) -> list[Finding]:
     """All findings for one policy's JSON text; json.JSONDecodeError if it is not JSON."""
-    document = json.loads(text)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    # JSON, but beyond what Python reads: a number of thousands of digits, deep nesting.
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deep" if isinstance(error, RecursionError) else str(error)
+        raise json.JSONDecodeError(f"cannot be read ({reason[:120]})", text, 0) from None
     findings = check_document(document)
     if isinstance(document, Mapping) and "Statement" in document:
         ours = {f.code for f in findings}
