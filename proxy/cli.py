@@ -1,4 +1,4 @@
-"""The five commands of `ses-proxy`: parse arguments, call into the rest, map to exit codes.
+"""The six commands of `ses-proxy`: parse arguments, call into the rest, map to exit codes.
 
 Exit codes: 0 success; 1 findings (lint-policy) or failed checks (doctor);
 2 the input is unusable (bad config, unreadable file, port in use).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     lint = commands.add_parser("lint-policy", help="lint IAM policy JSON files")
     lint.add_argument("files", nargs="+", type=Path)
+    commands.add_parser(
+        "hash-password",
+        help="read a password from stdin, print its argon2id hash for a client's password_hash",
+    )
     doctor = with_config("doctor", "preflight checks against SES")
     doctor.add_argument("--send-test", metavar="TO", help="also send one test message to TO")
     return parser
@@ -60,9 +65,25 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config))
 
 
+def _hash_password() -> int:
+    """One line from stdin (its newline not part of the password), no echo on a terminal."""
+    from proxy.smtp.auth import HASHER
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise ConfigError("hash-password: an empty password would let anyone in")
+    print(HASHER.hash(password))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "hash-password":
+            return _hash_password()
         if args.command == "lint-policy":
             from proxy.iam.lint import lint_files
 

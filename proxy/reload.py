@@ -1,7 +1,7 @@
 """SIGHUP and certificate rotation: what a running relay takes from a changed configuration.
 
 Applied, for sessions that start after the reload (a session in progress keeps the
-rules and settings it started with): `policy`, the `smtp` admission and session
+rules and settings it started with): `policy`, `clients`, the `smtp` admission and session
 settings, the TLS certificate and key, `logging`, and the rate's `max_send_rate` and
 `max_wait_seconds`. What the process was built around needs a restart, and a change
 there is logged and not applied: the listen addresses and ports, turning TLS on or
@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from proxy.clients import clients_from
 from proxy.observability import logs
 from proxy.observability.metrics import Metrics
 from proxy.pacing import PacedDelivery
@@ -120,7 +121,7 @@ class Reloader:
                 extra={"event": "config_reload_needs_restart", "keys": restart},
             )
         self._handler.rules = new.policy.rules()
-        self._listeners.reconfigure(new.smtp)
+        self._listeners.reconfigure(new.smtp, clients_from(new))
         if self._tls_context is not None and _has_tls(new.smtp):
             self._smtp = new.smtp
             self._load_certificate("reload")

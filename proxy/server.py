@@ -32,6 +32,7 @@ from prometheus_client import disable_created_metrics
 
 from proxy.aws.quota import QuotaWatcher
 from proxy.aws.ses_client import SesClient
+from proxy.clients import clients_from
 from proxy.delivery import Delivery
 from proxy.delivery.outbox import OutboxDelivery
 from proxy.delivery.ses import SesDelivery
@@ -79,14 +80,16 @@ def _naming_the_key(key: str, host: str, port: int) -> Iterator[None]:
 async def serve(settings: Settings, config_path: Path | None = None) -> int:
     logs.configure(settings.logging)
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    clients = clients_from(settings)
     metrics = Metrics(
-        shared_budget=settings.delivery.backend == "ses" and settings.rate.backend == "redis"
+        shared_budget=settings.delivery.backend == "ses" and settings.rate.backend == "redis",
+        clients=tuple(client.name for client in clients),
     )
     ses = build_ses_client(settings)
     quota = QuotaWatcher(ses, metrics) if ses is not None else None
     delivery = build_delivery(settings, ses, metrics, quota)
     handler = RelayHandler(settings.policy.rules(), delivery, metrics)
-    listeners = Listeners(settings.smtp, metrics)
+    listeners = Listeners(settings.smtp, metrics, clients)
     tls_context = settings.smtp.tls_context()
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []

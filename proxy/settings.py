@@ -8,16 +8,19 @@ message that names the key, instead of failing later in the middle of a session.
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import argon2
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -49,6 +52,20 @@ def _parse_networks(value: Any) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _parse_patterns(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    patterns = []
+    for item in value:
+        pattern = str(item).strip().lower()
+        if not pattern or not pattern.isascii() or any(c.isspace() for c in pattern):
+            raise ValueError(f"{item!r} is not an address pattern (ASCII, no spaces)")
+        if "${" in pattern:
+            raise ValueError(f"{item!r}: IAM policy variables are not supported here")
+        patterns.append(pattern)
+    return tuple(patterns)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +83,8 @@ class SmtpSettings(_Section):
         ipaddress.ip_network("::1/128"),
     )
     max_connections: int = Field(default=200, ge=1)
+    auth: Literal["none", "any", "required"] = "none"
+    auth_max_failures: int = Field(default=5, ge=1)
     # A gateway: one host cannot take every slot (a sidecar's clients are all loopback).
     max_connections_per_address: int | None = Field(default=None, ge=1)
     timeout_seconds: float = Field(default=60.0, gt=0)
@@ -129,17 +148,75 @@ class PolicySettings(_Section):
     @field_validator("allowed_senders", "allowed_recipients", mode="before")
     @classmethod
     def _patterns(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, str):
-            value = [value]
-        patterns = []
-        for item in value:
-            pattern = str(item).strip().lower()
-            if not pattern or not pattern.isascii() or any(c.isspace() for c in pattern):
-                raise ValueError(f"{item!r} is not an address pattern (ASCII, no spaces)")
-            if "${" in pattern:
-                raise ValueError(f"{item!r}: IAM policy variables are not supported here")
-            patterns.append(pattern)
-        return tuple(patterns)
+        return _parse_patterns(value)
+
+
+_CLIENT_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+class ClientSettings(_Section):
+    """One application sharing the relay: who it is (AUTH, networks) and what it may send."""
+
+    name: str
+    username: str | None = None
+    password_hash: SecretStr | None = None
+    password_hash_file: Path | None = None
+    networks: tuple[IPNetwork, ...] = ()
+    allowed_senders: tuple[str, ...] = Field(min_length=1)
+    allowed_recipients: tuple[str, ...] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _CLIENT_NAME.fullmatch(value):
+            raise ValueError("must be 1 to 32 of a-z, 0-9 and - (it is a metric label)")
+        return value
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[IPNetwork, ...]:
+        return _parse_networks(value)
+
+    @field_validator("allowed_senders", mode="before")
+    @classmethod
+    def _senders(cls, value: Any) -> tuple[str, ...]:
+        return _parse_patterns(value)
+
+    @field_validator("allowed_recipients", mode="before")
+    @classmethod
+    def _recipients(cls, value: Any) -> tuple[str, ...] | None:
+        return None if value is None else _parse_patterns(value)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_password_hash(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _identified(self) -> ClientSettings:
+        hashes = (self.password_hash is not None) + (self.password_hash_file is not None)
+        if self.username is not None and hashes != 1:
+            raise ValueError("a client with a username needs password_hash or password_hash_file")
+        if self.username is None and hashes:
+            raise ValueError("a password hash needs a username")
+        if self.username is None and not self.networks:
+            raise ValueError("a client needs a username (with its password hash) or networks")
+        return self
+
+    def hash(self) -> str | None:
+        """The argon2id hash to verify this client's password against."""
+        return None if self.password_hash is None else self.password_hash.get_secret_value()
+
+
+def _check_password_hash(value: str) -> None:
+    if not value.startswith("$argon2id$"):
+        raise ValueError("must be an argon2id hash ($argon2id$...), from `ses-proxy hash-password`")
+    try:
+        argon2.extract_parameters(value)
+    except argon2.exceptions.InvalidHashError:
+        raise ValueError("is not a well-formed argon2id hash") from None
 
 
 class DeliverySettings(_Section):
@@ -254,6 +331,20 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
     rate: RateSettings = RateSettings()
+    clients: tuple[ClientSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _clients_are_distinct(self) -> Settings:
+        for key in ("name", "username"):
+            seen: set[str] = set()
+            for index, client in enumerate(self.clients):
+                value = getattr(client, key)
+                if value is None:
+                    continue
+                if value in seen:
+                    raise ValueError(f"clients[{index}].{key}: {value!r} is used twice")
+                seen.add(value)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -271,10 +362,16 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets replaced."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        for client in data["clients"]:
+            if client["password_hash"] is not None:
+                client["password_hash"] = _REDACTED
         url = data["rate"].get("redis_url")
         if url:
             data["rate"]["redis_url"] = _redact_url(url)
         return data
+
+
+_REDACTED = "***"
 
 
 def _redact_url(url: str) -> str:
@@ -284,7 +381,9 @@ def _redact_url(url: str) -> str:
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit(
+        (parts.scheme, f"{_REDACTED}@{host}", parts.path, parts.query, parts.fragment)
+    )
 
 
 def load_settings(path: Path) -> Settings:
@@ -308,19 +407,51 @@ def load_settings(path: Path) -> Settings:
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
     _check_files(settings)
-    return settings
+    return _with_hash_files_read(settings)
+
+
+def _with_hash_files_read(settings: Settings) -> Settings:
+    """Each client's password_hash_file read into its password_hash (a mounted secret)."""
+    clients = []
+    for index, client in enumerate(settings.clients):
+        if client.password_hash_file is not None:
+            key = f"clients[{index}].password_hash_file"
+            try:
+                text = client.password_hash_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                raise ConfigError(
+                    f"{key}: cannot read {client.password_hash_file} ({reason})"
+                ) from None
+            value = text.removesuffix("\n").removesuffix("\r")
+            try:
+                _check_password_hash(value)
+            except ValueError as error:
+                raise ConfigError(f"{key}: {error}") from None
+            client = client.model_copy(update={"password_hash": SecretStr(value)})
+        clients.append(client)
+    return settings.model_copy(update={"clients": tuple(clients)})
+
+
+def _key_of(location: tuple[int | str, ...]) -> str:
+    """clients[1].password_hash, as the operator would point at it in the YAML."""
+    key = ""
+    for part in location:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key
 
 
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        key = _key_of(problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         elif problem["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{key}: {message}")
+        # A check across sections names its keys in its message.
+        lines.append(f"{key}: {message}" if problem["loc"] else message)
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,19 +121,15 @@ class RunningProxy:
             return error.code, error.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
-        """The current value of one sample on /metrics (0 when absent)."""
-        wanted = name
-        if labels:
-            inner = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-            wanted = f"{name}{{{inner}}}"
+        """The sum of the samples of `name` on /metrics that carry `labels` (0 when none):
+        `metric("sesproxy_messages_sent_total")` counts every client's."""
         _, body = self.http_get("/metrics")
-        for line in body.splitlines():
-            if line.startswith("#"):
-                continue
-            sample, _, value = line.rpartition(" ")
-            if _normalise(sample) == wanted:
-                return float(value)
-        return 0.0
+        total = 0.0
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
 
     def wait(self, timeout: float = 30.0) -> int:
         """The exit code of a process expected to end by itself."""
@@ -145,15 +142,6 @@ class RunningProxy:
                 self.process.send_signal(sig)
             self.exit_code = self.process.wait(timeout=timeout)
         return self.exit_code
-
-
-def _normalise(sample: str) -> str:
-    """Sort a sample's labels so that lookups do not depend on exposition order."""
-    if "{" not in sample:
-        return sample
-    name, _, rest = sample.partition("{")
-    labels = sorted(part for part in rest.rstrip("}").split(",") if part)
-    return f"{name}{{{','.join(labels)}}}"
 
 
 def start_proxy(

@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 REJECT_REASONS = ("network", "tls", "sender", "recipient", "size", "malformed", "auth")
+AUTH_RESULTS = ("success", "bad_credentials", "locked_out", "not_encrypted")
+NO_CLIENT = "-"  # the `client` label of a session that is no configured client
 DEFER_REASONS = (
     "throttled",
     "unavailable",
@@ -28,26 +30,49 @@ FAIL_REASONS = ("rejected", "invalid")
 
 class Metrics:
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, shared_budget: bool = False
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        shared_budget: bool = False,
+        clients: tuple[str, ...] = (),
     ) -> None:
+        """`clients`: the configured clients' names, the `client` label's values besides "-"."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.messages_received = Counter(
-            "sesproxy_messages_received", "Messages whose DATA was fully received.", registry=r
+            "sesproxy_messages_received",
+            "Messages whose DATA was fully received, by client.",
+            ["client"],
+            registry=r,
         )
         self.messages_sent = Counter(
-            "sesproxy_messages_sent", "Messages the backend accepted with a message id.", registry=r
+            "sesproxy_messages_sent",
+            "Messages the backend accepted with a message id, by client.",
+            ["client"],
+            registry=r,
         )
         self.messages_rejected = Counter(
             "sesproxy_messages_rejected",
-            "Connections, commands or messages refused by local policy, by reason.",
-            ["reason"],
+            "Connections, commands or messages refused by local policy, by client and reason.",
+            ["client", "reason"],
             registry=r,
         )
         self.messages_deferred = Counter(
             "sesproxy_messages_deferred",
-            "Messages answered 451 (nothing sent), by reason.",
-            ["reason"],
+            "Messages answered 451 (nothing sent), by client and reason.",
+            ["client", "reason"],
+            registry=r,
+        )
+        self.auth_attempts = Counter(
+            "sesproxy_auth_attempts",
+            "SMTP AUTH attempts, by result (locked_out: refused unchecked after failures).",
+            ["result"],
+            registry=r,
+        )
+        self.auth_aws_key_usernames = Counter(
+            "sesproxy_auth_aws_key_usernames",
+            "AUTH attempts whose username is an AWS access key id (an SES SMTP credential "
+            "still configured in an application: delete the key).",
             registry=r,
         )
         self.messages_failed = Counter(
@@ -112,10 +137,15 @@ class Metrics:
         )
         self.build = Info("sesproxy_build", "Version of the running ses-proxy.", registry=r)
         self.build.info({"version": _version()})
-        for reason in REJECT_REASONS:
-            self.messages_rejected.labels(reason)
-        for reason in DEFER_REASONS:
-            self.messages_deferred.labels(reason)
+        for client in (NO_CLIENT, *clients):
+            self.messages_received.labels(client)
+            self.messages_sent.labels(client)
+            for reason in REJECT_REASONS:
+                self.messages_rejected.labels(client, reason)
+            for reason in DEFER_REASONS:
+                self.messages_deferred.labels(client, reason)
+        for result in AUTH_RESULTS:
+            self.auth_attempts.labels(result)
         for reason in FAIL_REASONS:
             self.messages_failed.labels(reason)
         for result in ("success", "failure"):

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import TLSSetupException
 
 from proxy import message, policy
+from proxy.clients import aws_access_key_tail
 from proxy.delivery import Delivery, DeliveryError, Envelope, PermanentDeliveryError
-from proxy.observability.metrics import Metrics
+from proxy.observability.metrics import NO_CLIENT, Metrics
 from proxy.smtp import replies
 from proxy.smtp.replies import Reply
 
@@ -31,6 +32,8 @@ log = logging.getLogger("proxy.smtp")
 # pure and C-speed, yet on a 10 MB message it would hold the event loop (and every
 # other session) for tens of milliseconds.
 _OFF_LOOP_BYTES = 256 * 1024
+# Access key ids already reported (their last four characters): a bounded memory.
+_AWS_KEYS_REMEMBERED = 1000
 
 
 def _vet(rules: policy.Rules, raw: bytes) -> policy.Rejected | bytes:
@@ -59,6 +62,7 @@ class RelayHandler:
         # Sessions waiting for a send, their client there or not (a hang-up does not
         # cut a send: RelaySession.connection_lost): shutdown waits for them.
         self.in_flight: set[RelaySession] = set()
+        self._aws_keys_said: set[str] = set()
 
     async def handle_MAIL(
         self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
@@ -68,6 +72,10 @@ class RelayHandler:
         if server.require_tls and not server.encrypted:
             return self._reject(
                 server, replies.TLS_REQUIRED, "MAIL before TLS", "mail", {"from": address}
+            ).text
+        if server.auth_mode == "required" and not server.authenticated and server.client is None:
+            return self._reject(
+                server, replies.AUTH_REQUIRED, "MAIL before AUTH", "mail", {"from": address}
             ).text
         decision = policy.check_declared_size(server.rules, _declared_size(options))
         if isinstance(decision, policy.Accepted):
@@ -120,6 +128,38 @@ class RelayHandler:
     async def handle_QUIT(self, server: RelaySession, session: Any, envelope: Any) -> str:
         return replies.GOODBYE.text
 
+    def log_auth(self, server: RelaySession, result: str, username: str | None) -> None:
+        """One line per AUTH decision; the username, never the password (and of a username
+        that is an AWS access key id, only its last four characters)."""
+        tail = aws_access_key_tail(username) if username is not None else None
+        if tail is not None:
+            username = f"…{tail}"
+        log.info(
+            "auth",
+            extra={
+                "event": "auth",
+                "result": result,
+                "username": username,
+                **server.log_context(),
+            },
+        )
+
+    def aws_key_as_username(self, server: RelaySession, tail: str) -> None:
+        """An SES SMTP credential still in an application: say it once per key."""
+        self._metrics.auth_aws_key_usernames.inc()
+        if tail in self._aws_keys_said:
+            return
+        if len(self._aws_keys_said) < _AWS_KEYS_REMEMBERED:
+            self._aws_keys_said.add(tail)
+        log.warning(
+            "an AWS access key id is used as SMTP username: delete that SES SMTP credential",
+            extra={
+                "event": "aws_key_as_smtp_username",
+                "key_id_ends_with": tail,
+                **server.log_context(),
+            },
+        )
+
     def log_refusal(self, server: RelaySession, reply: Reply) -> None:
         log.info(
             "refused",
@@ -149,14 +189,14 @@ class RelayHandler:
             exc_info=error,
             extra={"event": "internal_error"},
         )
-        self._metrics.messages_deferred.labels("internal").inc()
+        self._metrics.messages_deferred.labels(NO_CLIENT, "internal").inc()
         return replies.INTERNAL_ERROR.text
 
     async def transaction(
         self, server: RelaySession, mail_from: str, recipients: tuple[str, ...], data: ReceivedData
     ) -> Reply:
         started = time.perf_counter()
-        self._metrics.messages_received.inc()
+        self._metrics.messages_received.labels(server.client_name).inc()
         self._metrics.message_size.observe(data.size)
         # What a log line about this message says of it: enough to answer "did the
         # mail to X go out?", nothing of its content but the client's Message-ID.
@@ -187,7 +227,7 @@ class RelayHandler:
             ses_message_id = await self._delivery.send(envelope, cleaned)
         except DeliveryError as error:
             return self._delivery_failed(server, error, about, started)
-        self._metrics.messages_sent.inc()
+        self._metrics.messages_sent.labels(server.client_name).inc()
         log.info(
             "sent",
             extra={
@@ -204,8 +244,10 @@ class RelayHandler:
         self, server: RelaySession, error: DeliveryError, about: dict[str, Any], started: float
     ) -> Reply:
         permanent = isinstance(error, PermanentDeliveryError)
-        counter = self._metrics.messages_failed if permanent else self._metrics.messages_deferred
-        counter.labels(error.reason).inc()
+        if permanent:
+            self._metrics.messages_failed.labels(error.reason).inc()
+        else:
+            self._metrics.messages_deferred.labels(server.client_name, error.reason).inc()
         log.warning(
             "failed" if permanent else "deferred",
             extra={
@@ -228,7 +270,7 @@ class RelayHandler:
         about: dict[str, Any],
     ) -> Reply:
         if reply.reason is not None:
-            self._metrics.messages_rejected.labels(reply.reason).inc()
+            self._metrics.messages_rejected.labels(server.client_name, reply.reason).inc()
         log.info(
             "rejected",
             extra={

@@ -19,16 +19,24 @@ import contextlib
 import itertools
 import re
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MethodType
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
 
 from proxy import policy
-from proxy.observability.metrics import Metrics
+from proxy.clients import (
+    Client,
+    aws_access_key_tail,
+    by_network,
+    client_networks,
+    is_loopback,
+)
+from proxy.observability.metrics import NO_CLIENT, Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp import replies
+from proxy.smtp.auth import Authenticator, as_text, decode_plain, from_base64
 from proxy.smtp.handler import ReceivedData, RelayHandler
 
 # aiosmtpd's own error replies carry no enhanced status code; having advertised
@@ -83,9 +91,16 @@ _ADMITTED_MAX = 4096
 class Listeners:
     """What every session of every listener shares: admission rules and the open sessions."""
 
-    def __init__(self, settings: SmtpSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        metrics: Metrics,
+        clients: Sequence[Client] = (),
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.clients = tuple(clients)
+        self.authenticator = self._authenticator()
         self.sessions: set[RelaySession] = set()
         self._per_address: dict[str, int] = {}
         self.shutting_down = False
@@ -99,11 +114,22 @@ class Listeners:
         # (parsing the address was ~4 % of a connection's CPU). Bounded.
         self._admitted: dict[str, bool] = {}
 
-    def reconfigure(self, settings: SmtpSettings) -> None:
-        """New admission and session settings, for sessions that start from now on."""
+    def reconfigure(self, settings: SmtpSettings, clients: Sequence[Client]) -> None:
+        """New admission, session and client settings, for sessions that start from now on."""
         self.settings = settings
+        self.clients = tuple(clients)
+        self.authenticator = self._authenticator()
         self.models.clear()
         self._admitted.clear()
+
+    def _authenticator(self) -> Authenticator | None:
+        if self.settings.auth == "none":
+            return None
+        return Authenticator(
+            self.clients,
+            accept_unknown=self.settings.auth == "any",
+            max_failures=self.settings.auth_max_failures,
+        )
 
     def full_for(self, host: str) -> bool:
         """No slot left: for anyone, or for this address."""
@@ -132,7 +158,9 @@ class Listeners:
         if decision is None:
             if len(self._admitted) >= _ADMITTED_MAX:
                 self._admitted.clear()
-            decision = policy.client_admitted(self.settings.allowed_networks, host)
+            decision = policy.client_admitted(
+                self.settings.allowed_networks, host
+            ) or policy.client_admitted(client_networks(self.clients), host)
             self._admitted[host] = decision
         return decision
 
@@ -239,6 +267,11 @@ class RelaySession(SMTP):
         # A reload (SIGHUP) changes these for sessions that start after it, not this one.
         self.rules = handler.rules
         self.require_tls = listeners.settings.require_tls
+        self.auth_mode = listeners.settings.auth
+        self.authenticator = listeners.authenticator
+        # Who this session is: a client by network (at admission) or by AUTH.
+        self.client: Client | None = None
+        self.authenticated = False
         self.session_id = f"s{next(_session_ids)}"
         self.busy = False
         self._hung_up_while_sending = False
@@ -287,14 +320,25 @@ class RelaySession(SMTP):
         peer = self.session.peer if self.session is not None else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
+    @property
+    def client_name(self) -> str:
+        return self.client.name if self.client is not None else NO_CLIENT
+
     def log_context(self) -> dict[str, Any]:
-        # client: the configured client this session is ("-": none; clients come with AUTH).
         return {
             "session": self.session_id,
-            "client": "-",
+            "client": self.client_name,
             "peer": self.peer_host(),
             "tls": self.encrypted,
         }
+
+    def may_authenticate(self) -> bool:
+        """AUTH is offered only where a password does not cross the network in clear."""
+        return self.authenticator is not None and (self.encrypted or is_loopback(self.peer_host()))
+
+    def become(self, client: Client | None) -> None:
+        self.client = client
+        self.rules = client.rules if client is not None else self.relay.rules
 
     def ehlo_lines(self) -> list[str]:
         keywords = [
@@ -305,6 +349,8 @@ class RelaySession(SMTP):
         ]
         if self.tls_context is not None and not self.encrypted:
             keywords.append("STARTTLS")
+        if self.may_authenticate() and not self.authenticated:
+            keywords.append("AUTH PLAIN LOGIN")
         lines = [f"250-{self.hostname}"]
         lines += [f"250-{word}" for word in keywords[:-1]]
         lines.append(f"250 {keywords[-1]}")
@@ -318,7 +364,7 @@ class RelaySession(SMTP):
         refusal = None
         if not listeners.admits(self.session.peer):
             refusal = replies.NETWORK_DENIED
-            listeners.metrics.messages_rejected.labels("network").inc()
+            listeners.metrics.messages_rejected.labels(NO_CLIENT, "network").inc()
         elif listeners.shutting_down:
             refusal = replies.SHUTTING_DOWN
         elif listeners.full_for(self.peer_host()):
@@ -330,6 +376,9 @@ class RelaySession(SMTP):
             return
         listeners.occupy(self, self.peer_host())
         self._counted = True
+        client = by_network(self.listeners.clients, self.peer_host())
+        if client is not None:
+            self.become(client)
         try:
             await super()._handle_client()
         finally:
@@ -434,10 +483,87 @@ class RelaySession(SMTP):
             return plain
         return super()._getaddr(arg)
 
-    @syntax("AUTH <mechanism>")
+    @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str) -> None:
-        self.listeners.metrics.messages_rejected.labels("auth").inc()
-        await self.push(replies.AUTH_NOT_OFFERED.text)
+        metrics = self.listeners.metrics
+        authenticator = self.authenticator
+        if authenticator is None:
+            metrics.messages_rejected.labels(self.client_name, "auth").inc()
+            await self.push(replies.AUTH_NOT_OFFERED.text)
+            return
+        if await self.check_helo_needed("EHLO"):
+            return
+        if not self.may_authenticate():
+            metrics.auth_attempts.labels("not_encrypted").inc()
+            await self.push(replies.AUTH_NEEDS_ENCRYPTION.text)
+            return
+        if self.authenticated:
+            await self.push(replies.AUTH_ALREADY.text)
+            return
+        if self.envelope is not None and self.envelope.mail_from:
+            await self.push(replies.AUTH_IN_TRANSACTION.text)
+            return
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() not in ("PLAIN", "LOGIN"):
+            await self.push(replies.AUTH_MECHANISM_UNKNOWN.text)
+            return
+        host = self.peer_host()
+        if authenticator.locked_out(host):
+            metrics.auth_attempts.labels("locked_out").inc()
+            self.relay.log_auth(self, "locked_out", None)
+            await self.push(replies.AUTH_LOCKED_OUT.text)
+            return
+        credentials = await self._credentials(mechanism.upper(), initial.strip())
+        if credentials is None:
+            return
+        username, password = credentials
+        tail = aws_access_key_tail(username)
+        if tail is not None:
+            self.relay.aws_key_as_username(self, tail)
+        verified = await authenticator.verify(username, password)
+        if verified is None:
+            authenticator.failed(host)
+            metrics.auth_attempts.labels("bad_credentials").inc()
+            self.relay.log_auth(self, "bad_credentials", username)
+            await self.push(replies.AUTH_INVALID.text)
+            return
+        self.authenticated = True
+        self.become(verified.client)
+        metrics.auth_attempts.labels("success").inc()
+        self.relay.log_auth(self, "success", username)
+        await self.push(replies.AUTH_OK.text)
+
+    async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str] | None:
+        """(username, password) from the client, or None once a 501 has been sent."""
+        if mechanism == "PLAIN":
+            if initial:
+                blob = b"" if initial == "=" else from_base64(initial)
+            else:
+                answer = await self.challenge_auth("", encode_to_b64=False)
+                blob = answer if isinstance(answer, bytes) else None
+                if blob is None:
+                    return None  # aiosmtpd has said why (aborted, not base64)
+            credentials = decode_plain(blob) if blob is not None else None
+        else:
+            decoded = from_base64(initial) if initial else None
+            username = as_text(decoded) if decoded is not None else None
+            if username is None and not initial:
+                answer = await self.challenge_auth("Username:")
+                if not isinstance(answer, bytes):
+                    return None
+                username = as_text(answer)
+            password = None
+            if username is not None:
+                answer = await self.challenge_auth("Password:")
+                if not isinstance(answer, bytes):
+                    return None
+                password = as_text(answer)
+            credentials = (
+                (username, password) if username is not None and password is not None else None
+            )
+        if credentials is None:
+            await self.push(replies.AUTH_UNREADABLE.text)
+        return credentials
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

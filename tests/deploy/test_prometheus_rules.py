@@ -111,7 +111,7 @@ def test_live_metrics_pass_promtool_check_metrics(
     promtool: str, start_outbox_proxy: StartProxy
 ) -> None:
     body = _scrape_after_traffic(start_outbox_proxy)
-    assert "sesproxy_messages_sent_total 1.0" in body
+    assert 'sesproxy_messages_sent_total{client="-"} 1.0' in body
     result = _run(promtool, "check", "metrics", stdin=body)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == ""

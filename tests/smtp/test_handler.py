@@ -27,7 +27,7 @@ async def test_an_internal_error_is_451_without_its_text(
     assert reply.startswith("451 4.3.0")
     assert "hunter2" not in reply
     deferred = metrics.registry.get_sample_value(
-        "sesproxy_messages_deferred_total", {"reason": "internal"}
+        "sesproxy_messages_deferred_total", {"client": "-", "reason": "internal"}
     )
     assert deferred == 1
     [record] = caplog.records

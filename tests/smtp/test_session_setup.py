@@ -52,6 +52,10 @@ def _reference(
     session.listeners = listeners
     session.rules = handler.rules
     session.require_tls = listeners.settings.require_tls
+    session.auth_mode = listeners.settings.auth
+    session.authenticator = listeners.authenticator
+    session.client = None
+    session.authenticated = False
     session.session_id = "s0"
     session.busy = False
     session._hung_up_while_sending = False
