@@ -197,6 +197,17 @@ def credential_line(source: CredentialSource, expiry: datetime | None, now: date
     return Line(OK, "credentials", f"{what} (temporary), expires {stamp} (in {_duration(left)})")
 
 
+def sender_keys(settings: Settings) -> dict[str, str]:
+    """Every sender pattern of `policy` and the clients, with the keys that name it."""
+    named: dict[str, list[str]] = {}
+    for pattern in settings.policy.allowed_senders:
+        named.setdefault(pattern, []).append("policy.allowed_senders")
+    for index, client in enumerate(settings.clients):
+        for pattern in client.allowed_senders:
+            named.setdefault(pattern, []).append(f"clients[{index}].allowed_senders")
+    return {pattern: " and ".join(dict.fromkeys(keys)) for pattern, keys in named.items()}
+
+
 def sender_needs(patterns: Sequence[str]) -> list[SenderNeed]:
     """For each allowed-sender pattern, the identities that would cover it.
 
@@ -229,7 +240,10 @@ def covering_identity(need: SenderNeed, statuses: Mapping[str, str]) -> str | No
 
 
 def identity_lines(
-    needs: Sequence[SenderNeed], statuses: Mapping[str, str], region: str
+    needs: Sequence[SenderNeed],
+    statuses: Mapping[str, str],
+    region: str,
+    keys: Mapping[str, str] | None = None,
 ) -> list[Line]:
     """Verification of the identities the senders need.
 
@@ -288,7 +302,8 @@ def identity_lines(
             Line(
                 FAIL,
                 subject,
-                f"{text} — {fix} (or remove {need.pattern} from policy.allowed_senders)",
+                f"{text} — {fix} (or remove {need.pattern} from "
+                f"{(keys or {}).get(need.pattern, 'policy.allowed_senders')})",
             )
         )
     lines = []
@@ -500,7 +515,8 @@ async def _ask(call: Awaitable[T]) -> T | CallFailed:
 
 async def _check_identities(client: SESClient, settings: Settings) -> list[Line]:
     region = settings.ses.region
-    needs = sender_needs(settings.policy.allowed_senders)
+    keys = sender_keys(settings)
+    needs = sender_needs(list(keys))
     names = identities_to_query(needs)
     statuses: dict[str, str] = {}
     for start in range(0, len(names), _IDENTITIES_PER_CALL):
@@ -513,7 +529,7 @@ async def _check_identities(client: SESClient, settings: Settings) -> list[Line]
             return [unreadable_line("identities", "ses:GetIdentityVerificationAttributes", answer)]
         for name, attributes in answer["VerificationAttributes"].items():
             statuses[name.lower()] = attributes["VerificationStatus"]
-    lines = identity_lines(needs, statuses, region)
+    lines = identity_lines(needs, statuses, region, keys)
     used = list(dict.fromkeys(c for n in needs if (c := covering_identity(n, statuses))))
     if not used:
         return lines

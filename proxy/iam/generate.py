@@ -78,10 +78,28 @@ def identity_names(sender_patterns: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def all_senders(settings: Settings) -> list[str]:
+    """The sender patterns of `policy` and of every client: they all share one role, so
+    IAM allows their union and the relay draws each client's line locally."""
+    patterns = list(settings.policy.allowed_senders)
+    for client in settings.clients:
+        patterns += client.allowed_senders
+    return list(dict.fromkeys(patterns))
+
+
+def all_recipients(settings: Settings) -> list[str]:
+    """The recipient patterns of `policy` and of every client (its own, or the policy's)."""
+    patterns = list(settings.policy.allowed_recipients)
+    for client in settings.clients:
+        if client.allowed_recipients is not None:
+            patterns += client.allowed_recipients
+    return list(dict.fromkeys(patterns))
+
+
 def policy_warnings(settings: Settings, *, allow_any_source_ip: bool = False) -> list[str]:
     """Why the generated policy is wider than it could be, for stderr."""
     warnings = []
-    for pattern in settings.policy.allowed_senders:
+    for pattern in all_senders(settings):
         domain = _domain_pattern(pattern)
         if domain is None or domain.strip("*") == "":
             warnings.append(
@@ -121,16 +139,15 @@ def build_policy(
             "pass --allow-any-source-ip"
         )
     arn = f"arn:{partition or partition_for(ses.region)}:ses:{ses.region}:{account_id}"
-    resources = [
-        f"{arn}:identity/{name}" for name in identity_names(settings.policy.allowed_senders)
-    ]
+    senders = all_senders(settings)
+    resources = [f"{arn}:identity/{name}" for name in identity_names(senders)]
     if ses.configuration_set:
         resources.append(f"{arn}:configuration-set/{ses.configuration_set}")
 
     condition: dict[str, dict[str, Any]] = {
-        "StringLike": {"ses:FromAddress": list(settings.policy.allowed_senders)},
+        "StringLike": {"ses:FromAddress": senders},
     }
-    recipients = settings.policy.allowed_recipients
+    recipients = all_recipients(settings)
     if "*" not in recipients:
         # ForAllValues: every recipient must match. A plain StringLike on this
         # multivalued key would pass a list in which a single address matches.

@@ -380,6 +380,19 @@ def test_unverified_identity_fails(doctor: Doctor, fake_aws: FakeAWS) -> None:
     assert _status_of(result.stdout, "quota") == ["ok"]
 
 
+def test_each_clients_senders_are_checked_naming_the_client(
+    doctor: Doctor, fake_aws: FakeAWS
+) -> None:
+    clients = [
+        {"name": "billing", "networks": ["10.0.0.0/24"], "allowed_senders": ["*@billing.example"]}
+    ]
+    result = doctor({"clients": clients})
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [line for line in _lines(result.stdout) if "billing.example" in line]
+    assert line.startswith("FAIL")
+    assert line.endswith("(or remove *@billing.example from clients[0].allowed_senders)")
+
+
 def test_address_identity_covers_a_literal_sender(doctor: Doctor, fake_aws: FakeAWS) -> None:
     fake_aws.identities = {"noreply@example.com": IdentityState(), "example.org": IdentityState()}
     result = doctor()
