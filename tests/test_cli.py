@@ -175,3 +175,37 @@ def test_a_session_policy_over_the_aws_limit_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "session policy for ses.role_arn is" in result.stderr
     assert "AWS accepts 2048" in result.stderr
+
+
+def test_the_gateway_example_is_valid_once_its_files_exist(tmp_path: Path) -> None:
+    """config/gateway.example.yaml with its certificate and hash files made real."""
+    import trustme
+
+    from proxy.smtp.auth import HASHER
+
+    text = (Path(__file__).parent.parent / "config" / "gateway.example.yaml").read_text()
+    issued = trustme.CA().issue_cert("mail-gateway.internal")
+    issued.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "tls.crt"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    for name in ("billing", "support"):
+        (tmp_path / f"{name}.hash").write_text(HASHER.hash(f"{name} password") + "\n")
+    text = text.replace("/etc/ses-proxy/secrets/", f"{tmp_path}/").replace(
+        "/etc/ses-proxy/", f"{tmp_path}/"
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    result = run_cli("check-config", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert [c["name"] for c in effective["clients"]] == ["billing", "support", "batch"]
+    assert {c["password_hash"] for c in effective["clients"][:2]} == {"***"}
+    assert "argon2id" not in result.stdout
+    policy = json.loads(run_cli("iam-policy", "-c", str(path)).stdout)
+    senders = policy["Statement"][0]["Condition"]["StringLike"]["ses:FromAddress"]
+    assert set(senders) == {
+        "noreply@example.com",
+        "billing@example.com",
+        "invoices@example.com",
+        "*@support.example.com",
+        "reports@example.com",
+    }
