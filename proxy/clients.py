@@ -33,7 +33,8 @@ class Client:
 
 def clients_from(settings: Settings) -> tuple[Client, ...]:
     """Each configured client with its rules: its own senders, its recipients or the
-    policy's, and the policy's limits (they are SES's, the same for every client)."""
+    policy's, the policy's limits (they are SES's, the same for every client), its
+    configuration set or ses.configuration_set, its own tags and header choices."""
     base = settings.policy
     return tuple(
         Client(
@@ -50,6 +51,14 @@ def clients_from(settings: Settings) -> tuple[Client, ...]:
                 ),
                 max_recipients=base.max_recipients,
                 max_message_bytes=base.max_message_bytes,
+                allowed_configuration_sets=client.allowed_configuration_sets,
+                allow_message_tags=client.allow_message_tags,
+                configuration_set=(
+                    client.configuration_set
+                    if client.configuration_set is not None
+                    else settings.ses.configuration_set
+                ),
+                message_tags=tuple(client.message_tags.items()),
             ),
         )
         for client in settings.clients

@@ -25,7 +25,14 @@ class HeaderScan:
     # Unfolded field values, decoded as latin-1 so that 8-bit bytes never crash.
     from_values: tuple[str, ...]
     sender_values: tuple[str, ...]
+    # What the app asks of SES (the SES SMTP interface's headers); removed before sending.
+    configuration_sets: tuple[str, ...] = ()
+    message_tags: tuple[str, ...] = ()
 
+
+# A field seen more often than this is already refused (From:, Sender:, the configuration
+# set) or has more tags than SES takes: the scan stops there.
+_REPEATS_KEPT = 50
 
 # RFC 5322 2.1.1: at most 998 octets per line, excluding the CRLF.
 MAX_LINE_OCTETS = 998
@@ -38,8 +45,10 @@ _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # grows with the size of the header section.
 _FIELD = rb"[!-9;-~]+:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*+"
 _FIELDS = re.compile(rb"(?:%s)*+" % _FIELD)
-_FROM_OR_SENDER = re.compile(
-    rb"^(from|sender):([^\r\n]*(?:\r\n[ \t][^\r\n]*)*+)\r\n", re.IGNORECASE | re.MULTILINE
+_JUDGED_FIELD = re.compile(
+    rb"^(from|sender|x-ses-configuration-set|x-ses-message-tags):"
+    rb"([^\r\n]*(?:\r\n[ \t][^\r\n]*)*+)\r\n",
+    re.IGNORECASE | re.MULTILINE,
 )
 # Fields a client must not pass to SES: Bcc: and Resent-Bcc: (would reveal blind
 # recipients to every recipient) and X-SES-* (would let a client pick a configuration
@@ -135,7 +144,8 @@ def _unfold(value: bytes) -> str:
 
 
 def scan(raw: bytes) -> HeaderScan:
-    """Check the message's hygiene and return its From:/Sender: values.
+    """Check the message's hygiene and return its From:/Sender: values (and the
+    X-SES-CONFIGURATION-SET and X-SES-MESSAGE-TAGS ones).
 
     Raises MalformedMessage for a bare CR or LF anywhere, a line over 998
     octets, a header section without its terminating empty line, a header line
@@ -152,22 +162,30 @@ def scan(raw: bytes) -> HeaderScan:
     header = raw[:length]
     _check_header_fields(header)
 
-    from_values: list[str] = []
-    sender_values: list[str] = []
-    for field in _FROM_OR_SENDER.finditer(header):
-        if field.group(1).lower() == b"from":
-            from_values.append(_unfold(field.group(2)))
-        else:
-            sender_values.append(_unfold(field.group(2)))
-        if len(from_values) > 1 or len(sender_values) > 1:
+    values: dict[bytes, list[str]] = {
+        b"from": [],
+        b"sender": [],
+        b"x-ses-configuration-set": [],
+        b"x-ses-message-tags": [],
+    }
+    for field in _JUDGED_FIELD.finditer(header):
+        found = values[field.group(1).lower()]
+        found.append(_unfold(field.group(2)))
+        if len(found) > _REPEATS_KEPT:
             break  # already malformed; do not walk thousands of repeats
+    from_values, sender_values = values[b"from"], values[b"sender"]
     if not from_values:
         raise MalformedMessage("no From: header")
     if len(from_values) > 1:
         raise MalformedMessage("more than one From: header")
     if len(sender_values) > 1:
         raise MalformedMessage("more than one Sender: header")
-    return HeaderScan(tuple(from_values), tuple(sender_values))
+    return HeaderScan(
+        tuple(from_values),
+        tuple(sender_values),
+        tuple(values[b"x-ses-configuration-set"]),
+        tuple(values[b"x-ses-message-tags"]),
+    )
 
 
 def message_id(raw: bytes) -> str:

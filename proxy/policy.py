@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,7 +34,11 @@ class Verdict(enum.Enum):
     RECIPIENT_SYNTAX = "recipient_syntax"  # 553 5.1.3 at RCPT
     TOO_MANY_RECIPIENTS = "too_many_recipients"  # 452 4.5.3 at RCPT
     HEADER_SENDER_DENIED = "header_sender_denied"  # 550 5.7.1 after DATA
-    MALFORMED = "malformed"  # 550 5.6.0 after DATA
+    CONFIGURATION_SET_DENIED = "configuration_set_denied"  # 550 5.7.1 after DATA
+    MALFORMED = "malformed"  # 550 5.6.0 after DATA (message tags too)
+
+
+Tag = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class Rules:
     allowed_recipients: tuple[str, ...]  # IAM StringLike patterns
     max_recipients: int
     max_message_bytes: int
+    # What a message may ask of SES through the SES SMTP interface's headers, and what
+    # it gets without asking.
+    allowed_configuration_sets: tuple[str, ...] = ()  # X-SES-CONFIGURATION-SET may name these
+    allow_message_tags: bool = False  # X-SES-MESSAGE-TAGS become SES message tags
+    configuration_set: str | None = None
+    message_tags: tuple[Tag, ...] = ()
 
     def __post_init__(self) -> None:
         # A bare string would iterate as one-character patterns, and "*" among
@@ -61,6 +72,9 @@ class Rules:
 @dataclass(frozen=True)
 class Accepted:
     address: str | None = None  # the canonical address, where one was judged
+    # For a message: the configuration set and tags SES is to be sent.
+    configuration_set: str | None = None
+    tags: tuple[Tag, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +172,53 @@ def check_message(rules: Rules, headers: HeaderScan, size: int) -> Decision:
                 Verdict.HEADER_SENDER_DENIED,
                 f"Sender: holds {len(sender_addresses)} mailboxes, not one",
             )
-    return Accepted()
+    return _ses_choices(rules, headers)
+
+
+# SES's rule for a message tag's name and value (SendRawEmail's MessageTag).
+_TAG_PART = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# SES's limit on the tags of one message.
+MAX_TAGS = 50
+
+
+def _ses_choices(rules: Rules, headers: HeaderScan) -> Decision:
+    """The configuration set and the tags, from the rules and what the headers ask."""
+    configuration_set = rules.configuration_set
+    if len(headers.configuration_sets) > 1:
+        return Rejected(Verdict.MALFORMED, "more than one X-SES-CONFIGURATION-SET header")
+    if headers.configuration_sets and rules.allowed_configuration_sets:
+        asked = headers.configuration_sets[0].strip()
+        if asked not in rules.allowed_configuration_sets:
+            return Rejected(
+                Verdict.CONFIGURATION_SET_DENIED,
+                f"X-SES-CONFIGURATION-SET {asked[:64]!r} is not an allowed configuration set",
+            )
+        configuration_set = asked
+    tags = dict(rules.message_tags)
+    if rules.allow_message_tags:
+        asked_tags = parse_message_tags(headers.message_tags)
+        if isinstance(asked_tags, Rejected):
+            return asked_tags
+        for name, value in asked_tags:
+            tags.setdefault(name, value)  # a configured tag wins over the header's
+        if len(tags) > MAX_TAGS:
+            return Rejected(Verdict.MALFORMED, f"{len(tags)} message tags, SES takes {MAX_TAGS}")
+    return Accepted(configuration_set=configuration_set, tags=tuple(tags.items()))
+
+
+def parse_message_tags(values: Iterable[str]) -> tuple[Tag, ...] | Rejected:
+    """X-SES-MESSAGE-TAGS values: `name=value` pairs separated by commas (the SES SMTP
+    interface's form), each name and value as SES takes them."""
+    tags: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            name, equals, tag_value = (part.strip() for part in item.partition("="))
+            if not equals or not _TAG_PART.fullmatch(name) or not _TAG_PART.fullmatch(tag_value):
+                return Rejected(Verdict.MALFORMED, f"X-SES-MESSAGE-TAGS: {item.strip()[:64]!r}")
+            if name in tags:
+                return Rejected(Verdict.MALFORMED, f"X-SES-MESSAGE-TAGS: {name!r} twice")
+            tags[name] = tag_value
+    return tuple(tags.items())
 
 
 def _header_addresses(rules: Rules, field: str, value: str) -> list[str] | Rejected:

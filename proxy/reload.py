@@ -120,7 +120,7 @@ class Reloader:
                 "config reload: these keys change only at a restart, not applied",
                 extra={"event": "config_reload_needs_restart", "keys": restart},
             )
-        self._handler.rules = new.policy.rules()
+        self._handler.rules = new.default_rules()
         self._listeners.reconfigure(new.smtp, clients_from(new))
         if self._tls_context is not None and _has_tls(new.smtp):
             self._smtp = new.smtp

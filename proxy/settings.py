@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from proxy import policy
+from proxy.policy import Rules
 
 # SES v1 SendRawEmail limits: DESIGN.md, "Facts the code must respect".
 SES_MAX_RECIPIENTS = 50
@@ -135,15 +135,8 @@ class PolicySettings(_Section):
     allowed_recipients: tuple[str, ...] = ("*",)
     max_recipients: int = Field(default=SES_MAX_RECIPIENTS, ge=1, le=SES_MAX_RECIPIENTS)
     max_message_bytes: int = Field(default=SES_MAX_MESSAGE_BYTES, ge=1, le=SES_MAX_MESSAGE_BYTES)
-
-    def rules(self) -> policy.Rules:
-        """The values the pure policy judges with."""
-        return policy.Rules(
-            allowed_senders=self.allowed_senders,
-            allowed_recipients=self.allowed_recipients,
-            max_recipients=self.max_recipients,
-            max_message_bytes=self.max_message_bytes,
-        )
+    allowed_configuration_sets: tuple[str, ...] = ()
+    allow_message_tags: bool = False
 
     @field_validator("allowed_senders", "allowed_recipients", mode="before")
     @classmethod
@@ -152,6 +145,7 @@ class PolicySettings(_Section):
 
 
 _CLIENT_NAME = re.compile(r"[a-z0-9-]{1,32}")
+_TAG_PART = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class ClientSettings(_Section):
@@ -164,6 +158,21 @@ class ClientSettings(_Section):
     networks: tuple[IPNetwork, ...] = ()
     allowed_senders: tuple[str, ...] = Field(min_length=1)
     allowed_recipients: tuple[str, ...] | None = None
+    configuration_set: str | None = None
+    allowed_configuration_sets: tuple[str, ...] = ()
+    allow_message_tags: bool = False
+    message_tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("message_tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, tag_value in value.items():
+            if not _TAG_PART.fullmatch(name) or not _TAG_PART.fullmatch(str(tag_value)):
+                raise ValueError(
+                    f"{name}={tag_value}: a tag's name and value are 1 to 256 of "
+                    "A-Z, a-z, 0-9, _ and - (SES's rule)"
+                )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -233,6 +242,10 @@ class SesSettings(_Section):
     allow_static_credentials: bool = False
     source_ips: tuple[IPNetwork, ...] = ()
     account_id: str | None = None
+    # Sending authorization: an identity of another account (SendRawEmail's parameters).
+    source_arn: str | None = None
+    from_arn: str | None = None
+    return_path_arn: str | None = None
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
 
@@ -249,6 +262,13 @@ class SesSettings(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("source_arn", "from_arn", "return_path_arn")
+    @classmethod
+    def _identity_arn_shape(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("arn:aws") and ":identity/" in value):
+            raise ValueError(f"{value!r} is not an SES identity ARN (arn:aws:ses:…:identity/…)")
         return value
 
     @field_validator("role_arn")
@@ -332,6 +352,18 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     rate: RateSettings = RateSettings()
     clients: tuple[ClientSettings, ...] = ()
+
+    def default_rules(self) -> Rules:
+        """What a session that is no client is judged by."""
+        return Rules(
+            allowed_senders=self.policy.allowed_senders,
+            allowed_recipients=self.policy.allowed_recipients,
+            max_recipients=self.policy.max_recipients,
+            max_message_bytes=self.policy.max_message_bytes,
+            allowed_configuration_sets=self.policy.allowed_configuration_sets,
+            allow_message_tags=self.policy.allow_message_tags,
+            configuration_set=self.ses.configuration_set,
+        )
 
     @model_validator(mode="after")
     def _clients_are_distinct(self) -> Settings:

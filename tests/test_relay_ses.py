@@ -460,3 +460,58 @@ def test_rejected_lines_say_whom_the_mail_was_from_and_to(
     for entry in (at_mail, at_rcpt, at_data):
         assert (entry["client"], entry["peer"]) == ("-", "127.0.0.1")
     assert fake_aws.sent == []
+
+
+def test_the_ses_headers_an_app_sets_choose_within_what_is_allowed(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    fake_aws.configuration_sets.update({"marketing": "Require", "tls-required": "Require"})
+    proxy = start_ses_proxy(
+        {
+            "policy": {
+                "allowed_configuration_sets": ["marketing"],
+                "allow_message_tags": True,
+            },
+            "ses": {
+                "configuration_set": "tls-required",
+                "source_arn": "arn:aws:ses:eu-west-3:210987654321:identity/example.com",
+            },
+        }
+    )
+    chosen = raw_message(
+        extra_headers="X-SES-CONFIGURATION-SET: marketing\r\n"
+        "X-SES-MESSAGE-TAGS: campaign=spring, team=growth\r\n"
+    )
+    assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], chosen)[0] == 250
+    plain = raw_message()
+    assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], plain)[0] == 250
+    first, second = fake_aws.sent
+    assert first.configuration_set == "marketing"
+    assert first.tags == (("campaign", "spring"), ("team", "growth"))
+    assert first.source_arn == "arn:aws:ses:eu-west-3:210987654321:identity/example.com"
+    assert b"X-SES-" not in first.raw.upper()
+    assert first.raw == raw_message()
+    assert (second.configuration_set, second.tags) == ("tls-required", ())
+
+    refused = raw_message(extra_headers="X-SES-CONFIGURATION-SET: someone-elses\r\n")
+    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], refused)
+    assert (code, text[:5]) == (550, "5.7.1")
+    assert proxy.metric("sesproxy_messages_rejected_total", reason="configuration_set") == 1
+    bad_tags = raw_message(extra_headers="X-SES-MESSAGE-TAGS: campaign=spring sale\r\n")
+    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], bad_tags)
+    assert (code, text[:5]) == (550, "5.6.0")
+    assert len(fake_aws.sent) == 2
+
+
+def test_ses_headers_are_removed_and_ignored_unless_allowed(
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS
+) -> None:
+    proxy = start_ses_proxy()
+    asking = raw_message(
+        extra_headers="X-SES-CONFIGURATION-SET: marketing\r\nX-SES-MESSAGE-TAGS: a=b\r\n"
+        "X-SES-SOURCE-ARN: arn:aws:ses:eu-west-3:1:identity/evil.test\r\n"
+    )
+    assert send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], asking)[0] == 250
+    [sent] = fake_aws.sent
+    assert (sent.configuration_set, sent.tags, sent.source_arn) == (None, (), None)
+    assert sent.raw == raw_message()

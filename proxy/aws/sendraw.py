@@ -149,10 +149,22 @@ def _field(value: str) -> bytes:
     return quote_plus(value).encode("ascii")
 
 
+@dataclass(frozen=True)
+class SendOptions:
+    """SendRawEmail's parameters besides Source, Destinations and the message."""
+
+    configuration_set: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    from_arn: str | None = None
+    source_arn: str | None = None
+    return_path_arn: str | None = None
+
+
 def form_parts(
-    source: str, destinations: Sequence[str], configuration_set: str | None
+    source: str, destinations: Sequence[str], options: SendOptions
 ) -> tuple[bytes, bytes]:
-    """The form before and after the RawMessage.Data value, in botocore's field order."""
+    """The form before and after the RawMessage.Data value, in botocore's field order
+    (the members' order in the SES model's SendRawEmailRequest)."""
     head = [b"Action=SendRawEmail&Version=", API_VERSION.encode(), b"&Source=", _field(source)]
     if destinations:
         for index, destination in enumerate(destinations, 1):
@@ -160,10 +172,20 @@ def form_parts(
     else:
         head.append(b"&Destinations=")  # botocore's query serializer sends empty lists so
     head.append(b"&RawMessage.Data=")
-    tail = (
-        b"" if configuration_set is None else b"&ConfigurationSetName=" + _field(configuration_set)
-    )
-    return b"".join(head), tail
+    tail = []
+    for key, arn in (
+        (b"FromArn", options.from_arn),
+        (b"SourceArn", options.source_arn),
+        (b"ReturnPathArn", options.return_path_arn),
+    ):
+        if arn is not None:
+            tail.append(b"&%s=%s" % (key, _field(arn)))
+    for index, (name, value) in enumerate(options.tags, 1):
+        tail.append(b"&Tags.member.%d.Name=%s" % (index, _field(name)))
+        tail.append(b"&Tags.member.%d.Value=%s" % (index, _field(value)))
+    if options.configuration_set is not None:
+        tail.append(b"&ConfigurationSetName=" + _field(options.configuration_set))
+    return b"".join(head), b"".join(tail)
 
 
 def encode_body(head: bytes, raw: bytes, tail: bytes) -> tuple[bytes, str]:
@@ -382,10 +404,10 @@ class SendRawEmail:
         source: str,
         destinations: Sequence[str],
         raw: bytes,
-        configuration_set: str | None,
+        options: SendOptions,
         now: float | None = None,
     ) -> SignedRequest:
-        head, tail = form_parts(source, destinations, configuration_set)
+        head, tail = form_parts(source, destinations, options)
         if len(raw) >= THREAD_THRESHOLD:
             body, digest = await asyncio.to_thread(encode_body_sliced, head, raw, tail)
         else:
@@ -398,11 +420,11 @@ class SendRawEmail:
         source: str,
         destinations: Sequence[str],
         raw: bytes,
-        configuration_set: str | None,
+        options: SendOptions,
     ) -> str:
         """SES's MessageId; SesErrorReply for an error answer; botocore's exceptions
         (BotoCoreError subclasses) for no answer, a broken one or no credentials."""
-        request = await self.build(source, destinations, raw, configuration_set)
+        request = await self.build(source, destinations, raw, options)
         status, headers, body = await self._poster.post(request.headers, request.body)
         if status < 300:
             return parse_message_id(body)

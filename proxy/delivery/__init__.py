@@ -13,10 +13,13 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Envelope:
-    """What SES is told besides the raw bytes: Source and Destinations, lowercased."""
+    """What SES is told besides the raw bytes: Source and Destinations (lowercased), the
+    configuration set and the message tags the policy chose."""
 
     mail_from: str
     recipients: tuple[str, ...]
+    configuration_set: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class DeliveryError(Exception):

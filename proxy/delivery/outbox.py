@@ -43,6 +43,8 @@ class OutboxDelivery:
             "message_id": message_id,
             "mail_from": envelope.mail_from,
             "recipients": list(envelope.recipients),
+            "configuration_set": envelope.configuration_set,
+            "tags": dict(envelope.tags),
             "size": len(raw),
         }
         try:

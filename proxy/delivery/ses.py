@@ -20,7 +20,7 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from proxy.aws.errors import error_reply
-from proxy.aws.sendraw import MalformedAnswer, SesErrorReply
+from proxy.aws.sendraw import MalformedAnswer, SendOptions, SesErrorReply
 from proxy.aws.ses_client import SesClient
 from proxy.aws.transport import TransportError
 from proxy.delivery import DeliveryError, Envelope
@@ -59,7 +59,13 @@ class SesDelivery:
                 envelope.mail_from,
                 envelope.recipients,
                 raw,
-                self._client.settings.configuration_set,
+                SendOptions(
+                    configuration_set=envelope.configuration_set,
+                    tags=envelope.tags,
+                    from_arn=self._client.settings.from_arn,
+                    source_arn=self._client.settings.source_arn,
+                    return_path_arn=self._client.settings.return_path_arn,
+                ),
             )
         except MalformedAnswer as error:
             # A 2xx without an id may or may not have sent: the client keeps the mail.

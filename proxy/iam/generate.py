@@ -96,6 +96,15 @@ def all_recipients(settings: Settings) -> list[str]:
     return list(dict.fromkeys(patterns))
 
 
+def all_configuration_sets(settings: Settings) -> list[str]:
+    """Every configuration set a message may be sent with: ses.configuration_set, each
+    client's own, and every one an X-SES-CONFIGURATION-SET header may choose."""
+    names = [settings.ses.configuration_set, *settings.policy.allowed_configuration_sets]
+    for client in settings.clients:
+        names += [client.configuration_set, *client.allowed_configuration_sets]
+    return list(dict.fromkeys(name for name in names if name is not None))
+
+
 def policy_warnings(settings: Settings, *, allow_any_source_ip: bool = False) -> list[str]:
     """Why the generated policy is wider than it could be, for stderr."""
     warnings = []
@@ -141,8 +150,11 @@ def build_policy(
     arn = f"arn:{partition or partition_for(ses.region)}:ses:{ses.region}:{account_id}"
     senders = all_senders(settings)
     resources = [f"{arn}:identity/{name}" for name in identity_names(senders)]
-    if ses.configuration_set:
-        resources.append(f"{arn}:configuration-set/{ses.configuration_set}")
+    # Sending authorization: the other account's identity is the resource sent on.
+    for identity_arn in (ses.source_arn, ses.from_arn, ses.return_path_arn):
+        if identity_arn is not None and identity_arn not in resources:
+            resources.append(identity_arn)
+    resources += [f"{arn}:configuration-set/{name}" for name in all_configuration_sets(settings)]
 
     condition: dict[str, dict[str, Any]] = {
         "StringLike": {"ses:FromAddress": senders},

@@ -11,7 +11,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-REJECT_REASONS = ("network", "tls", "sender", "recipient", "size", "malformed", "auth")
+REJECT_REASONS = (
+    "network",
+    "tls",
+    "sender",
+    "recipient",
+    "size",
+    "malformed",
+    "auth",
+    "configuration_set",
+)
 AUTH_RESULTS = ("success", "bad_credentials", "locked_out", "not_encrypted")
 NO_CLIENT = "-"  # the `client` label of a session that is no configured client
 DEFER_REASONS = (

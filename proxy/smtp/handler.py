@@ -36,12 +36,12 @@ _OFF_LOOP_BYTES = 256 * 1024
 _AWS_KEYS_REMEMBERED = 1000
 
 
-def _vet(rules: policy.Rules, raw: bytes) -> policy.Rejected | bytes:
-    """The policy's verdict on a message, or the message cleaned for sending."""
+def _vet(rules: policy.Rules, raw: bytes) -> policy.Rejected | tuple[policy.Accepted, bytes]:
+    """The policy's verdict on a message; if it passes, with the message cleaned for sending."""
     decision = policy.check_raw_message(rules, raw)
     if isinstance(decision, policy.Rejected):
         return decision
-    return message.strip_private_headers(raw)
+    return decision, message.strip_private_headers(raw)
 
 
 @dataclass(frozen=True)
@@ -220,9 +220,14 @@ class RelayHandler:
         if isinstance(vetted, policy.Rejected):
             verdict = replies.VERDICTS[vetted.verdict]
             return self._reject(server, verdict, vetted.detail, "data", about)
-        cleaned = vetted
+        accepted, cleaned = vetted
         about["size"] = len(cleaned)
-        envelope = Envelope(mail_from=mail_from, recipients=recipients)
+        envelope = Envelope(
+            mail_from=mail_from,
+            recipients=recipients,
+            configuration_set=accepted.configuration_set,
+            tags=accepted.tags,
+        )
         try:
             ses_message_id = await self._delivery.send(envelope, cleaned)
         except DeliveryError as error:

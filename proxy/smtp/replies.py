@@ -62,5 +62,8 @@ VERDICTS: dict[Verdict, Reply] = {
     Verdict.HEADER_SENDER_DENIED: Reply(
         "550 5.7.1 From: or Sender: header address not allowed", "sender"
     ),
+    Verdict.CONFIGURATION_SET_DENIED: Reply(
+        "550 5.7.1 Configuration set not allowed", "configuration_set"
+    ),
     Verdict.MALFORMED: Reply("550 5.6.0 Malformed message", "malformed"),
 }

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from proxy.aws.sendraw import SendOptions
 from proxy.aws.ses_client import SesClient
 from proxy.delivery.ses import failure_of
 from proxy.settings import SesSettings
@@ -65,4 +66,6 @@ class Paths:
     ) -> Outcome:
         sendraw = self.client.sendraw
         assert sendraw is not None
-        return self._outcome(sendraw.send(source, destinations, raw, config_set))
+        return self._outcome(
+            sendraw.send(source, destinations, raw, SendOptions(configuration_set=config_set))
+        )

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.aws import sendraw
-from proxy.aws.sendraw import SendRawEmail
+from proxy.aws.sendraw import SendOptions, SendRawEmail
 from tests.aws.paths import Paths
 from tests.fakes.aws import FakeAWS
 from tests.properties import examples
@@ -36,6 +36,18 @@ addresses = st.builds(
     st.sampled_from(["example.com", "example.org", "Example.NET", "xn--bcher-kva.test"]),
 )
 config_sets = st.one_of(st.none(), st.sampled_from(["tls-required", "cs 1&2=3", "missing"]))
+_TAG = st.text(alphabet=st.sampled_from("aZ09_-"), min_size=1, max_size=8)
+_IDENTITY_ARN = st.one_of(
+    st.none(), st.just("arn:aws:ses:eu-west-3:210987654321:identity/example.com")
+)
+options = st.builds(
+    SendOptions,
+    configuration_set=config_sets,
+    tags=st.lists(st.tuples(_TAG, _TAG), max_size=3).map(tuple),
+    from_arn=_IDENTITY_ARN,
+    source_arn=_IDENTITY_ARN,
+    return_path_arn=_IDENTITY_ARN,
+)
 
 
 class _Captured(Exception):
@@ -79,20 +91,31 @@ class Botocore:
         raise AssertionError("before-send was not reached")
 
     def compare(
-        self, source: str, destinations: list[str], raw: bytes, config_set: str | None
+        self, source: str, destinations: list[str], raw: bytes, options: SendOptions
     ) -> None:
         params: dict[str, Any] = {
             "Source": source,
             "Destinations": destinations,
             "RawMessage": {"Data": raw},
         }
-        if config_set is not None:
-            params["ConfigurationSetName"] = config_set
+        # botocore serializes the parameters in the order they are given: here the
+        # members' order of the model's SendRawEmailRequest, as the lean form has them.
+        for key, value in (
+            ("FromArn", options.from_arn),
+            ("SourceArn", options.source_arn),
+            ("ReturnPathArn", options.return_path_arn),
+        ):
+            if value is not None:
+                params[key] = value
+        if options.tags:
+            params["Tags"] = [{"Name": name, "Value": value} for name, value in options.tags]
+        if options.configuration_set is not None:
+            params["ConfigurationSetName"] = options.configuration_set
         stock = self.stock_request(params)
         headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in stock.headers.items()}
         instant = calendar.timegm(time.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
         lean = self.loop.run_until_complete(
-            self.lean.build(source, destinations, raw, config_set, now=instant)
+            self.lean.build(source, destinations, raw, options, now=instant)
         )
         assert lean.url == stock.url
         stock_body = stock.body.encode() if isinstance(stock.body, str) else stock.body
@@ -118,16 +141,16 @@ def botocore_offline(request: pytest.FixtureRequest) -> Iterator[Botocore]:
     source=addresses,
     destinations=st.lists(addresses, min_size=0, max_size=5),
     raw=st.binary(max_size=3000),
-    config_set=config_sets,
+    send_options=options,
 )
 def test_body_and_signature_equal_botocores(
     botocore_offline: Botocore,
     source: str,
     destinations: list[str],
     raw: bytes,
-    config_set: str | None,
+    send_options: SendOptions,
 ) -> None:
-    botocore_offline.compare(source, destinations, raw, config_set)
+    botocore_offline.compare(source, destinations, raw, send_options)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +166,9 @@ def test_body_and_signature_equal_botocores(
 def test_endpoint_hosts_and_paths_sign_like_botocore(endpoint: str) -> None:
     offline = Botocore(endpoint, "token")
     try:
-        offline.compare("noreply@example.com", ["a@example.net"], b"From: x\r\n\r\nhi\r\n", None)
+        offline.compare(
+            "noreply@example.com", ["a@example.net"], b"From: x\r\n\r\nhi\r\n", SendOptions()
+        )
     finally:
         offline.close()
 
@@ -152,7 +177,12 @@ def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
     offline = Botocore("http://127.0.0.1:9/", "token")
     try:
         raw = bytes(range(256)) * (sendraw.THREAD_THRESHOLD // 256 + 7)
-        offline.compare("noreply@example.com", ["a@example.net"], raw, "tls-required")
+        offline.compare(
+            "noreply@example.com",
+            ["a@example.net"],
+            raw,
+            SendOptions(configuration_set="tls-required", tags=(("campaign", "spring"),)),
+        )
     finally:
         offline.close()
 
@@ -160,7 +190,7 @@ def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 786431, 786432, 786433, 2 * 786432 + 5])
 def test_sliced_encoding_equals_one_pass(size: int) -> None:
     raw = (b"\xfb\xff\xbe" * (size // 3 + 1))[:size]
-    head, tail = sendraw.form_parts("a@example.com", ["b@example.net"], None)
+    head, tail = sendraw.form_parts("a@example.com", ["b@example.net"], SendOptions())
     assert sendraw.encode_body_sliced(head, raw, tail) == sendraw.encode_body(head, raw, tail)
 
 

@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.aws import transport
-from proxy.aws.sendraw import SendRawEmail, SesErrorReply, request_url
+from proxy.aws.sendraw import SendOptions, SendRawEmail, SesErrorReply, request_url
 from proxy.aws.transport import (
     WRITE_STEP,
     Transport,
@@ -373,9 +373,9 @@ async def test_the_lean_sendrawemail_posts_through_a_transport(
         user_agent="ses-proxy-test",
     )
     raw = b"From: a@example.com\r\nTo: b@example.net\r\n\r\nhi\r\n"
-    assert await lean.send("a@example.com", ["b@example.net"], raw, None) == "0100-abc"
+    assert await lean.send("a@example.com", ["b@example.net"], raw, SendOptions()) == "0100-abc"
     with pytest.raises(SesErrorReply) as refused:
-        await lean.send("a@example.com", ["b@example.net"], raw, None)
+        await lean.send("a@example.com", ["b@example.net"], raw, SendOptions())
     assert (refused.value.code, refused.value.status) == ("MessageRejected", 400)
     first = server.requests[0]
     assert first.target == "/"

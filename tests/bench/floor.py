@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from proxy import eventloop
-from proxy.aws.sendraw import Signer, encode_body, form_parts
+from proxy.aws.sendraw import SendOptions, Signer, encode_body, form_parts
 from proxy.aws.transport import Transport, tls_context
 
 
@@ -46,7 +46,7 @@ class Ses:
         )
 
     async def send(self, recipients: list[str], raw: bytes) -> int:
-        head, tail = form_parts("noreply@example.com", recipients, None)
+        head, tail = form_parts("noreply@example.com", recipients, SendOptions())
         body, digest = encode_body(head, raw, tail)
         headers = self.signer.headers(self.keys, digest, time.time())
         status, _, _ = await self.transport.post(headers, body)

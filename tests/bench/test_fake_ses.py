@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.aws.sendraw import Signer, encode_body, form_parts
+from proxy.aws.sendraw import SendOptions, Signer, encode_body, form_parts
 from proxy.aws.transport import Transport
 from tests.bench.floor import Keys
 from tests.bench.run import Credential, FakeSesProcess, http_get
@@ -47,7 +47,7 @@ async def post(url: str, keys: Keys, body: bytes, signed_body: bytes | None = No
 
 
 def form(recipient: str) -> bytes:
-    head, tail = form_parts("noreply@example.com", [recipient], None)
+    head, tail = form_parts("noreply@example.com", [recipient], SendOptions())
     return encode_body(head, RAW, tail)[0]
 
 

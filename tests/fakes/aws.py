@@ -115,6 +115,25 @@ class IdentityState:
     dkim: bool = True
 
 
+_TAG_PART = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def _message_tags(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Tags.member.N.Name / .Value, as SES reads them, refused as SES refuses them."""
+    tags = []
+    index = 1
+    while f"Tags.member.{index}.Name" in params:
+        name = params[f"Tags.member.{index}.Name"]
+        value = params.get(f"Tags.member.{index}.Value", "")
+        for part in (name, value):
+            if not _TAG_PART.fullmatch(part):
+                # Chosen wording (SES's own message for a bad tag is undocumented).
+                raise AwsError(400, "InvalidParameterValue", f"Invalid tag: {part[:64]}")
+        tags.append((name, value))
+        index += 1
+    return tuple(tags)
+
+
 @dataclass(frozen=True)
 class SentMessage:
     source: str | None
@@ -126,6 +145,7 @@ class SentMessage:
     source_arn: str | None = None
     from_arn: str | None = None
     return_path_arn: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -582,6 +602,7 @@ class FakeAWS(BackgroundServer):
                 400, "InvalidParameterValue", f"Recipient count exceeds {SES_MAX_RECIPIENTS}."
             )
         config_set = params.get("ConfigurationSetName")
+        tags = _message_tags(params)
         sender = source or email.utils.parseaddr(headers.get("From", ""))[1]
         count = len(destinations)
         with self._lock:
@@ -612,6 +633,7 @@ class FakeAWS(BackgroundServer):
                     source_arn=params.get("SourceArn"),
                     from_arn=params.get("FromArn"),
                     return_path_arn=params.get("ReturnPathArn"),
+                    tags=tags,
                 )
             )
             self.sent_last_24h += count

@@ -61,7 +61,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Settings, str, list[str]]:
 
 
 def _sessions(config: Settings) -> list[policy.Rules]:
-    return [config.policy.rules(), *(client.rules for client in clients_from(config))]
+    return [config.default_rules(), *(client.rules for client in clients_from(config))]
 
 
 # The patterns alone, as test_agreement.py judges them: an address the relay refuses

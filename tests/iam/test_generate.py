@@ -21,8 +21,8 @@ from proxy.iam.generate import (
     render_terraform,
 )
 from proxy.iam.lint import lint_text
-from proxy.settings import ConfigError
-from tests.iam.configs import ACCOUNT, make_settings
+from proxy.settings import ConfigError, Settings
+from tests.iam.configs import ACCOUNT, config_data, make_settings
 
 ARN = f"arn:aws:ses:eu-west-3:{ACCOUNT}"
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
@@ -269,3 +269,28 @@ def test_terraform_escapes_template_sequences_from_the_config() -> None:
     text = render_terraform(settings, ACCOUNT)
     assert '"a%%{b}@example.com"' in text
     hcl2.loads(text)
+
+
+def test_every_configuration_set_and_identity_arn_named_anywhere_is_a_resource() -> None:
+    data = config_data(account_id=ACCOUNT, configuration_set="tls-required")
+    data["policy"]["allowed_configuration_sets"] = ["marketing"]
+    data["ses"]["source_arn"] = "arn:aws:ses:eu-west-3:210987654321:identity/partner.example"
+    data["clients"] = [
+        {
+            "name": "billing",
+            "networks": ["10.0.0.0/24"],
+            "allowed_senders": ["billing@example.com"],
+            "configuration_set": "billing-events",
+            "allowed_configuration_sets": ["marketing", "billing-bounces"],
+        }
+    ]
+    [send, _quota] = build_policy(Settings(**data), ACCOUNT)["Statement"]
+    arn = f"arn:aws:ses:eu-west-3:{ACCOUNT}"
+    assert f"{arn}:identity/billing@example.com" in send["Resource"]
+    assert send["Resource"][-5:] == [
+        "arn:aws:ses:eu-west-3:210987654321:identity/partner.example",
+        f"{arn}:configuration-set/tls-required",
+        f"{arn}:configuration-set/marketing",
+        f"{arn}:configuration-set/billing-events",
+        f"{arn}:configuration-set/billing-bounces",
+    ]

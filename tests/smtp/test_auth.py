@@ -9,6 +9,7 @@ address test is below (tests use loopback only).
 from __future__ import annotations
 
 import base64
+import json
 import smtplib
 import socket
 from collections.abc import Iterator
@@ -310,3 +311,37 @@ def test_a_client_can_never_send_as_another_clients_sender(
             code, _ = client.mail(sender)
             client.rset()
             assert (code == 250) == (sender in OWN[who]), (who, sender, code)
+
+
+def test_a_clients_configuration_set_and_tags_and_the_headers_it_may_set(
+    start_outbox_proxy: StartProxy, tmp_path: Path
+) -> None:
+    client = {
+        "name": "newsletter",
+        "networks": ["127.0.0.4/32"],
+        "allowed_senders": ["news@example.com"],
+        "configuration_set": "newsletter-events",
+        "allowed_configuration_sets": ["newsletter-bounces"],
+        "allow_message_tags": True,
+        "message_tags": {"app": "newsletter"},
+    }
+    proxy = start_outbox_proxy({"clients": [client]})
+    message = (
+        b"From: news@example.com\r\nX-SES-MESSAGE-TAGS: app=spoofed, campaign=winter\r\n"
+        b"Subject: hi\r\n\r\nhello\r\n"
+    )
+    chosen = b"X-SES-CONFIGURATION-SET: newsletter-bounces\r\n" + message
+    for raw in (message, chosen):
+        with smtplib.SMTP(
+            "127.0.0.1", proxy.smtp_port, timeout=10, source_address=("127.0.0.4", 0)
+        ) as smtp:
+            smtp.sendmail("news@example.com", ["a@example.net"], raw)
+    outbox = Path(proxy.config["delivery"]["outbox_dir"])
+    envelopes = sorted(outbox.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+    first, second = (json.loads(path.read_text()) for path in envelopes)
+    # The client's own tag wins over the header's; the header adds what it may.
+    assert first["tags"] == {"app": "newsletter", "campaign": "winter"}
+    assert first["configuration_set"] == "newsletter-events"
+    assert second["configuration_set"] == "newsletter-bounces"
+    for eml in outbox.glob("*.eml"):
+        assert b"X-SES-" not in eml.read_bytes().upper()
