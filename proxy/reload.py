@@ -127,7 +127,7 @@ class Reloader:
             self._load_certificate("reload")
         logs.configure(new.logging)
         if self._pacing is not None:
-            self._pacing.reconfigure(new.rate)
+            self._pacing.reconfigure(new.rate, new.client_rates())
         self._metrics.config_reloads.labels("success").inc()
         log.info("config reloaded", extra={"event": "config_reloaded"})
 

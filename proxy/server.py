@@ -64,7 +64,15 @@ def build_delivery(
         return OutboxDelivery(settings.delivery.outbox_dir)
     # Pacing wraps SES only: the outbox has no rate to respect.
     budget = build_budget(settings.rate, settings.ses, metrics)
-    return PacedDelivery(SesDelivery(ses, metrics), settings.rate, budget, metrics, quota)
+    return PacedDelivery(
+        SesDelivery(ses, metrics),
+        settings.rate,
+        budget,
+        metrics,
+        quota,
+        client_rates=settings.client_rates(),
+        client_budget=partial(build_budget, settings.rate, settings.ses, metrics),
+    )
 
 
 @contextmanager

@@ -162,6 +162,8 @@ class ClientSettings(_Section):
     allowed_configuration_sets: tuple[str, ...] = ()
     allow_message_tags: bool = False
     message_tags: dict[str, str] = Field(default_factory=dict)
+    # Recipients/s of the account's rate this client may use: a bucket of its own.
+    max_send_rate: float | None = Field(default=None, gt=0)
 
     @field_validator("message_tags")
     @classmethod
@@ -352,6 +354,10 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     rate: RateSettings = RateSettings()
     clients: tuple[ClientSettings, ...] = ()
+
+    def client_rates(self) -> dict[str, float]:
+        """The max_send_rate of each client that has one."""
+        return {c.name: c.max_send_rate for c in self.clients if c.max_send_rate is not None}
 
     def default_rules(self) -> Rules:
         """What a session that is no client is judged by."""

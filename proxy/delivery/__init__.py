@@ -20,6 +20,7 @@ class Envelope:
     recipients: tuple[str, ...]
     configuration_set: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    client: str = "-"  # the session's client: pacing's bucket, never sent to SES
 
 
 class DeliveryError(Exception):

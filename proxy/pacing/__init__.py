@@ -9,7 +9,9 @@
 
 Budgets count recipients, as SES does. The rate is SES's MaxSendRate (from the
 QuotaWatcher) or `rate.max_send_rate` when that is lower, times the AIMD share
-(rate.py). Every deferral is a TransientDeliveryError, so the SMTP handler counts it
+(rate.py). A client with a `max_send_rate` also reserves in a bucket of its own, at
+most the account's rate: a noisy batch job waits in its bucket, not in everyone's.
+Every deferral is a TransientDeliveryError, so the SMTP handler counts it
 (`messages_deferred{reason}`) and logs it like any other.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,8 +91,15 @@ class PacedDelivery:
         quota: QuotaSource | None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        client_rates: Mapping[str, float] | None = None,
+        client_budget: Callable[[str], Budget] | None = None,
     ) -> None:
+        """`client_rates`: each rate-limited client's max_send_rate; `client_budget`
+        makes its bucket (the same backend as the account's, under its own key)."""
         self._inner = inner
+        self._client_rates = dict(client_rates or {})
+        self._new_client_budget = client_budget or (lambda name: LocalBudget(clock))
+        self._client_budgets: dict[str, Budget] = {}
         self._settings = settings
         self._budget = budget
         self._metrics = metrics
@@ -112,16 +121,26 @@ class PacedDelivery:
         self._current_base()
 
     async def close(self) -> None:
+        for budget in self._client_budgets.values():
+            await budget.close()
         await self._budget.close()
         await self._inner.close()
 
     def ready(self) -> bool:
         return self._inner.ready()
 
-    def reconfigure(self, settings: RateSettings) -> None:
-        """A new max_send_rate and max_wait_seconds (the budget's backend stays)."""
+    def reconfigure(self, settings: RateSettings, client_rates: Mapping[str, float]) -> None:
+        """A new max_send_rate, max_wait_seconds and clients' rates (the backend stays)."""
         self._settings = settings
+        self._client_rates = dict(client_rates)
         self._current_base()
+
+    async def _client_bucket(self, name: str) -> Budget:
+        budget = self._client_budgets.get(name)
+        if budget is None:
+            budget = self._client_budgets[name] = self._new_client_budget(name)
+            await budget.start()
+        return budget
 
     def rate_in_force(self) -> float:
         """Recipients per second this process paces to now (the rate gauge reads this)."""
@@ -142,6 +161,14 @@ class PacedDelivery:
                 wait = await self._budget.reserve(recipients, rate, left)
                 if wait is None:
                     raise self._rate_error(recipients, rate)
+                client_rate = self._client_rates.get(envelope.client)
+                if client_rate is not None:
+                    own = min(client_rate, rate)
+                    bucket = await self._client_bucket(envelope.client)
+                    own_wait = await bucket.reserve(recipients, own, left)
+                    if own_wait is None:
+                        raise self._rate_error(recipients, own, envelope.client)
+                    wait = max(wait, own_wait)
                 if wait > 0:
                     await self._sleep(wait)
                 waited = self._clock() - started
@@ -199,12 +226,15 @@ class PacedDelivery:
                 },
             )
 
-    def _rate_error(self, recipients: int, rate: float) -> TransientDeliveryError:
+    def _rate_error(
+        self, recipients: int, rate: float, client: str | None = None
+    ) -> TransientDeliveryError:
+        whose = f" (client {client}'s max_send_rate)" if client is not None else ""
         return TransientDeliveryError(
             "rate",
             RATE_REPLY,
             f"{recipients} recipient(s) would wait over max_wait_seconds "
-            f"({self._settings.max_wait_seconds:g} s) at {rate:g} recipients/s",
+            f"({self._settings.max_wait_seconds:g} s) at {rate:g} recipients/s{whose}",
         )
 
     # ------------------------------------------------------------------ daily quota
@@ -254,10 +284,16 @@ class PacedDelivery:
         )
 
 
-def build_budget(settings: RateSettings, ses: SesSettings, metrics: Metrics) -> Budget:
+def build_budget(
+    settings: RateSettings, ses: SesSettings, metrics: Metrics, client: str | None = None
+) -> Budget:
+    """The account's budget, or with `client` that client's bucket (on the same backend:
+    with Redis, every replica shares it too)."""
     if settings.backend == "redis" and settings.redis_url:
         from proxy.pacing.redis import RedisBudget, make_client
 
         account = ses.account_id or (ses.role_arn.split(":")[4] if ses.role_arn else "default")
+        if client is not None:
+            account = f"{account}:client:{client}"
         return RedisBudget(make_client(settings.redis_url), account, ses.region, metrics)
     return LocalBudget()

@@ -227,6 +227,7 @@ class RelayHandler:
             recipients=recipients,
             configuration_set=accepted.configuration_set,
             tags=accepted.tags,
+            client=server.client_name,
         )
         try:
             ses_message_id = await self._delivery.send(envelope, cleaned)

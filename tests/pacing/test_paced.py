@@ -82,12 +82,20 @@ async def paced(
     quota: Quota | None = None,
     max_send_rate: float | str = 10.0,
     max_wait: float = 30.0,
+    client_rates: dict[str, float] | None = None,
 ) -> tuple[PacedDelivery, Inner, Metrics]:
     inner = Inner(clock)
     metrics = Metrics()
     settings = RateSettings(max_send_rate=max_send_rate, max_wait_seconds=max_wait)  # type: ignore[arg-type]
     delivery = PacedDelivery(
-        inner, settings, LocalBudget(clock), metrics, quota, clock=clock, sleep=clock.sleep
+        inner,
+        settings,
+        LocalBudget(clock),
+        metrics,
+        quota,
+        clock=clock,
+        sleep=clock.sleep,
+        client_rates=client_rates,
     )
     await delivery.start()
     return delivery, inner, metrics
@@ -124,6 +132,28 @@ async def test_beyond_max_wait_is_a_rate_deferral_and_nothing_is_sent() -> None:
     assert len(inner.calls) == 10
     # Served in arrival order: the first ten callers got the slots.
     assert results[:10] == sent
+
+
+async def test_a_clients_own_rate_holds_it_back_without_holding_back_the_others() -> None:
+    clock = Clock()
+    clock.moving = False
+    delivery, inner, _ = await paced(clock, max_wait=1.0, client_rates={"batch": 2.0})
+
+    def of(client: str) -> Envelope:
+        return Envelope("noreply@example.com", ("r@example.net",), client=client)
+
+    batch = [delivery.send(of("batch"), b"x") for _ in range(5)]
+    web = [delivery.send(of("web"), b"x") for _ in range(5)]
+    results = await asyncio.gather(*batch, *web, return_exceptions=True)
+    batch_results, web_results = results[:5], results[5:]
+    # batch: its own bucket at 2/s holds two slots within the second (0.5 s, 1.0 s).
+    assert sum(isinstance(r, str) for r in batch_results) == 2
+    refused = [r for r in batch_results if isinstance(r, TransientDeliveryError)]
+    assert len(refused) == 3
+    assert all(r.reason == "rate" and "client batch" in r.detail for r in refused)
+    # web has no bucket of its own: the account's 10/s serves all five.
+    assert all(isinstance(r, str) for r in web_results)
+    assert len(inner.calls) == 7
 
 
 async def test_a_throttled_message_is_retried_and_the_rate_drops_then_recovers() -> None:

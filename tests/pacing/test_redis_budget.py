@@ -9,8 +9,9 @@ import time
 import pytest
 
 from proxy.observability.metrics import Metrics
-from proxy.pacing import bucket
+from proxy.pacing import bucket, build_budget
 from proxy.pacing.redis import PROBE_INTERVAL_SECONDS, RedisBudget, make_client
+from proxy.settings import RateSettings, SesSettings
 from tests.conftest import StartProxy
 from tests.fakes.aws import FakeAWS
 from tests.pacing.e2e import send
@@ -199,3 +200,27 @@ def test_a_relay_whose_redis_answers_ok_to_everything_still_sends(
         assert proxy.metric("sesproxy_messages_deferred_total", reason="internal") == 0
         assert len(proxy.events("shared_budget_down")) == 1
     assert len(fake_aws.sent) == 1
+
+
+async def test_a_clients_bucket_is_shared_by_replicas_and_apart_from_the_accounts(
+    redis_server: RedisServer,
+) -> None:
+    rate = RateSettings(backend="redis", redis_url=redis_server.url)
+    ses = SesSettings(account_id="123456789012")
+    metrics = Metrics(shared_budget=True)
+    replica_a = build_budget(rate, ses, metrics, client="batch")
+    replica_b = build_budget(rate, ses, metrics, client="batch")
+    account = build_budget(rate, ses, metrics)
+    for each in (replica_a, replica_b, account):
+        await each.start()
+    # Two replicas draw on one bucket of batch's: 2/s, so the second slot is 0.5 s later.
+    first = await replica_a.reserve(1, 2.0, 10.0)
+    second = await replica_b.reserve(1, 2.0, 10.0)
+    assert first is not None
+    assert second is not None
+    assert second - first == pytest.approx(0.5, abs=TOLERANCE)
+    # The account's bucket knows nothing of them: its first slot is as soon as any.
+    own = await account.reserve(1, 2.0, 10.0)
+    assert own == pytest.approx(first, abs=TOLERANCE)
+    for each in (replica_a, replica_b, account):
+        await each.close()

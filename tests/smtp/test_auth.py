@@ -345,3 +345,34 @@ def test_a_clients_configuration_set_and_tags_and_the_headers_it_may_set(
     assert second["configuration_set"] == "newsletter-bounces"
     for eml in outbox.glob("*.eml"):
         assert b"X-SES-" not in eml.read_bytes().upper()
+
+
+def test_a_client_beyond_its_own_rate_is_deferred_while_others_send(
+    start_ses_proxy: StartProxy,
+) -> None:
+    batch = {
+        "name": "batch",
+        "networks": ["127.0.0.3/32"],
+        "allowed_senders": ["batch@example.com"],
+        "max_send_rate": 0.01,
+    }
+    proxy = start_ses_proxy({"clients": [batch], "rate": {"max_wait_seconds": 1}})
+    raw = b"From: batch@example.com\r\nSubject: report\r\n\r\nnumbers\r\n"
+    codes = []
+    with smtplib.SMTP(
+        "127.0.0.1", proxy.smtp_port, timeout=30, source_address=("127.0.0.3", 0)
+    ) as smtp:
+        for _ in range(3):
+            try:
+                smtp.sendmail("batch@example.com", ["a@example.net"], raw)
+                codes.append(250)
+            except smtplib.SMTPDataError as error:
+                codes.append(error.smtp_code)
+    # At 0.01/s from empty, its first slot is 100 s away: beyond the 1 s wait, each time.
+    assert codes == [451, 451, 451]
+    assert proxy.metric("sesproxy_messages_deferred_total", client="batch", reason="rate") == 3
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as smtp:
+        smtp.sendmail(
+            "noreply@example.com", ["a@example.net"], MESSAGE.replace(b"billing", b"noreply")
+        )
+    assert proxy.metric("sesproxy_messages_sent_total", client="-") == 1
