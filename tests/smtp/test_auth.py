@@ -362,15 +362,18 @@ def test_a_client_beyond_its_own_rate_is_deferred_while_others_send(
     with smtplib.SMTP(
         "127.0.0.1", proxy.smtp_port, timeout=30, source_address=("127.0.0.3", 0)
     ) as smtp:
-        for _ in range(3):
+        for _ in range(4):
             try:
                 smtp.sendmail("batch@example.com", ["a@example.net"], raw)
                 codes.append(250)
             except smtplib.SMTPDataError as error:
                 codes.append(error.smtp_code)
-    # At 0.01/s from empty, its first slot is 100 s away: beyond the 1 s wait, each time.
-    assert codes == [451, 451, 451]
-    assert proxy.metric("sesproxy_messages_deferred_total", client="batch", reason="rate") == 3
+    # At 0.01/s, one message may go (SES's bucket with debt: a message goes once a
+    # hundredth of a token is there), and then its debt is 100 s: beyond the 1 s wait.
+    assert codes.count(250) <= 1
+    assert codes.count(451) == 4 - codes.count(250)
+    deferred = proxy.metric("sesproxy_messages_deferred_total", client="batch", reason="rate")
+    assert deferred == codes.count(451)
     with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as smtp:
         smtp.sendmail(
             "noreply@example.com", ["a@example.net"], MESSAGE.replace(b"billing", b"noreply")
