@@ -376,12 +376,14 @@ def configuration_set_line(name: str, tls_policy: str | None) -> Line:
     )
 
 
-def missing_configuration_set_line(name: str, region: str) -> Line:
+def missing_configuration_set_line(
+    name: str, region: str, key: str = "ses.configuration_set"
+) -> Line:
     return Line(
         FAIL,
         f"configuration set {name}",
         f"does not exist in {region} — create it (TLS policy Require) or fix "
-        "ses.configuration_set; the relay would defer every message (451 4.3.5)",
+        f"{key}; the relay would defer every message sent with it (451 4.3.5)",
     )
 
 
@@ -547,10 +549,39 @@ async def _check_identities(client: SESClient, settings: Settings) -> list[Line]
     return lines + dkim_lines(used, dkim)
 
 
-async def _check_configuration_set(client: SESClient, settings: Settings) -> Line:
-    name = settings.ses.configuration_set
-    if name is None:
-        return no_configuration_set_line()
+def configuration_set_keys(settings: Settings) -> dict[str, str]:
+    """Every configuration set a message may be sent with, and the keys that name it."""
+    named: dict[str, list[str]] = {}
+    if settings.ses.configuration_set is not None:
+        named.setdefault(settings.ses.configuration_set, []).append("ses.configuration_set")
+    for name in settings.policy.allowed_configuration_sets:
+        named.setdefault(name, []).append("policy.allowed_configuration_sets")
+    for index, client in enumerate(settings.clients):
+        if client.configuration_set is not None:
+            named.setdefault(client.configuration_set, []).append(
+                f"clients[{index}].configuration_set"
+            )
+        for name in client.allowed_configuration_sets:
+            named.setdefault(name, []).append(f"clients[{index}].allowed_configuration_sets")
+    return {name: " and ".join(dict.fromkeys(keys)) for name, keys in named.items()}
+
+
+async def _check_configuration_sets(client: SESClient, settings: Settings) -> list[Line]:
+    named = configuration_set_keys(settings)
+    if settings.ses.configuration_set is None and not any(
+        c.configuration_set for c in settings.clients
+    ):
+        lines = [no_configuration_set_line()]
+    else:
+        lines = []
+    for name, key in named.items():
+        lines.append(await _check_configuration_set(client, settings, name, key))
+    return lines
+
+
+async def _check_configuration_set(
+    client: SESClient, settings: Settings, name: str, key: str
+) -> Line:
     answer = await _ask(
         client.describe_configuration_set(
             ConfigurationSetName=name, ConfigurationSetAttributeNames=["deliveryOptions"]
@@ -558,7 +589,7 @@ async def _check_configuration_set(client: SESClient, settings: Settings) -> Lin
     )
     if isinstance(answer, CallFailed):
         if answer.code in ("ConfigurationSetDoesNotExist", "ConfigurationSetDoesNotExistException"):
-            return missing_configuration_set_line(name, settings.ses.region)
+            return missing_configuration_set_line(name, settings.ses.region, key)
         return unreadable_line(f"configuration set {name}", "ses:DescribeConfigurationSet", answer)
     return configuration_set_line(name, answer.get("DeliveryOptions", {}).get("TlsPolicy"))
 
@@ -622,7 +653,8 @@ async def checks(client: SESClient, settings: Settings, to: str | None) -> Async
     """Every SES check in order, each line as soon as it is known; `to` adds the test send."""
     for line in await _check_identities(client, settings):
         yield line
-    yield await _check_configuration_set(client, settings)
+    for line in await _check_configuration_sets(client, settings):
+        yield line
     yield await _check_sending(client)
     for line in await _check_quota(client, settings):
         yield line

@@ -585,3 +585,22 @@ def test_a_least_privilege_role_gets_warnings_not_failures(
     [sent] = fake_aws.sent
     assert sent.source == "noreply@example.com"
     assert sent.configuration_set == "tls-required"
+
+
+def test_every_configuration_set_named_is_checked(doctor: Doctor, fake_aws: FakeAWS) -> None:
+    fake_aws.configuration_sets["marketing"] = "Require"
+    clients = [
+        {
+            "name": "billing",
+            "networks": ["10.0.0.0/24"],
+            "allowed_senders": ["noreply@example.com"],
+            "allowed_configuration_sets": ["marketing", "billing-bounces"],
+        }
+    ]
+    result = doctor({"clients": clients})
+    lines = _lines(result.stdout)
+    assert "ok    configuration set marketing: exists, TLS policy Require" in lines
+    [missing] = [line for line in lines if "billing-bounces" in line]
+    assert missing.startswith("FAIL  configuration set billing-bounces: does not exist")
+    assert "fix clients[0].allowed_configuration_sets" in missing
+    assert result.returncode == 1
