@@ -66,9 +66,11 @@ def as_text(raw: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class Verified:
-    """A successful AUTH: the client it proved to be, or None (`auth: any`, no client)."""
+    """A successful AUTH: the client it proved to be, or None (`auth: any`, no client);
+    `remembered` when it was known from an earlier verification (no hash computed)."""
 
     client: Client | None
+    remembered: bool = False
 
 
 class Authenticator:
@@ -125,7 +127,7 @@ class Authenticator:
         now = self._clock()
         remembered = self._remembered.get(mark)
         if remembered is not None and remembered[0] > now and remembered[1] == client.name:
-            return Verified(client)
+            return Verified(client, remembered=True)
         if not await self._check(client.password_hash, password):
             return None
         if len(self._remembered) >= _MAX_REMEMBERED:

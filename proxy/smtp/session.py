@@ -530,7 +530,10 @@ class RelaySession(SMTP):
         self.authenticated = True
         self.become(verified.client)
         metrics.auth_attempts.labels("success").inc()
-        self.relay.log_auth(self, "success", username)
+        if not verified.remembered:
+            # Once per verification, not per login: an app that logs in for every
+            # message would otherwise double the relay's log lines.
+            self.relay.log_auth(self, "success", username)
         await self.push(replies.AUTH_OK.text)
 
     async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str] | None:

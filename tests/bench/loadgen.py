@@ -13,6 +13,7 @@ latency it measured against a do-nothing responder, and its wake-ups part of the
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import socket
@@ -20,6 +21,9 @@ import time
 from dataclasses import dataclass, field
 
 SENDER = "noreply@example.com"
+# The client the AUTH load logs in as (tests/bench/run.py configures it).
+USERNAME = "bench"
+PASSWORD = "bench password"
 _LINE = b"x" * 76 + b"\r\n"
 
 
@@ -43,12 +47,16 @@ class Client:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> Client:
+    async def connect(cls, host: str, port: int, login: bool = False) -> Client:
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
         client = cls(reader, writer)
         await client.expect(b"220")
         writer.write(b"EHLO bench.test\r\n")
         await client.expect(b"250")
+        if login:
+            plain = base64.b64encode(f"\0{USERNAME}\0{PASSWORD}".encode())
+            writer.write(b"AUTH PLAIN " + plain + b"\r\n")
+            await client.expect(b"235")
         return client
 
     async def expect(self, code: bytes) -> None:
@@ -155,8 +163,9 @@ async def stream(
     size: int,
     tag: str,
     new_connection: bool = False,
+    login: bool = False,
 ) -> Result:
-    """`sessions` clients, each sending `per_session` messages."""
+    """`sessions` clients, each sending `per_session` messages (`login`: after AUTH)."""
     result = Result()
     counter = itertools.count()
 
@@ -165,7 +174,7 @@ async def stream(
         try:
             for _ in range(per_session):
                 if client is None:
-                    client = await Client.connect(host, port)
+                    client = await Client.connect(host, port, login)
                 n = next(counter)
                 data = message(size, f"{tag}-{n}")
                 try:

@@ -70,12 +70,13 @@ async def _monitor(path: Path) -> None:
 
 
 def _with_monitor(
-    serve: Callable[[Any], Awaitable[int]], path: Path
-) -> Callable[[Any], Awaitable[int]]:
-    async def serve_monitored(settings: Any) -> int:
+    serve: Callable[..., Awaitable[int]], path: Path
+) -> Callable[..., Awaitable[int]]:
+    # serve's own arguments whatever they are (--relay-root may run an older tree).
+    async def serve_monitored(*args: Any) -> int:
         task = asyncio.get_running_loop().create_task(_monitor(path))
         try:
-            return await serve(settings)
+            return await serve(*args)
         finally:
             task.cancel()
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from proxy.smtp.auth import HASHER
 from tests.bench import loadgen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -210,12 +211,13 @@ class Relay(Measured):
         loop: str,
         relay_root: Path,
         monitor: bool = True,
+        auth: bool = False,
     ) -> None:
         self.monitor = monitor
         self.smtp_port = free_port()
         self.metrics_port = free_port()
         self.stats_path = workdir / "loop.json"
-        config = {
+        config: dict[str, Any] = {
             "smtp": {
                 "host": HOST,
                 "port": self.smtp_port,
@@ -232,6 +234,17 @@ class Relay(Measured):
             "metrics": {"host": HOST, "port": self.metrics_port},
             "logging": {"format": "json", "level": "info"},
         }
+        if auth:
+            # Every session logs in as a client (loopback may AUTH in clear).
+            config["smtp"]["auth"] = "required"
+            config["clients"] = [
+                {
+                    "name": "bench",
+                    "username": loadgen.USERNAME,
+                    "password_hash": HASHER.hash(loadgen.PASSWORD),
+                    "allowed_senders": [loadgen.SENDER],
+                }
+            ]
         config_path = workdir / "relay.yaml"
         config_path.write_text(yaml.safe_dump(config))
         env = {
@@ -482,7 +495,9 @@ class Bench:
     round: int = 1  # which of the runs is going: names its work directory and profile
 
     @contextlib.contextmanager
-    def relay(self, name: str, floor: bool = False, monitor: bool = True) -> Iterator[Measured]:
+    def relay(
+        self, name: str, floor: bool = False, monitor: bool = True, auth: bool = False
+    ) -> Iterator[Measured]:
         """The relay (or, with `floor`, tests/bench/floor.py), warmed up."""
         slug = "".join(c if c.isalnum() else "-" for c in name)
         workdir = self.workdir / f"{slug}-{self.round}"
@@ -491,10 +506,12 @@ class Bench:
         if floor:
             relay = Floor(self.fake, self.credential, self.relay_root)
         else:
-            relay = Relay(workdir, self.fake, self.loop, self.relay_root, monitor)
+            relay = Relay(workdir, self.fake, self.loop, self.relay_root, monitor, auth)
         try:
             # Warm up (imports, connection pool), then measure from a clean slate.
-            result = asyncio.run(loadgen.stream(HOST, relay.smtp_port, 4, 25, 2048, "warm"))
+            result = asyncio.run(
+                loadgen.stream(HOST, relay.smtp_port, 4, 25, 2048, "warm", login=auth)
+            )
             if result.failed:
                 log_path = workdir / "relay.log"
                 log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
@@ -547,8 +564,9 @@ class Bench:
         run: Callable[[Measured], tuple[int, list[float]]],
         floor: bool = False,
         monitor: bool = True,
+        auth: bool = False,
     ) -> Row:
-        with self.relay(name, floor, monitor) as relay, self.profiled(name, relay):
+        with self.relay(name, floor, monitor, auth) as relay, self.profiled(name, relay):
             (user0, system0), t0 = relay.cpu_split(), time.perf_counter()
             # The load generator runs in this process: its own collector's passes
             # would show up as the relay's latency. Collected between loads instead.
@@ -611,8 +629,17 @@ class Bench:
         return messages, []
 
     def asyncio_stream(
-        self, relay: Measured, sessions: int, messages: int, size: int, reuse: bool, tag: str
+        self,
+        relay: Measured,
+        sessions: int,
+        messages: int,
+        size: int,
+        reuse: bool,
+        tag: str,
+        login: bool = False,
     ) -> tuple[int, list[float]]:
+        # The tag goes into recipient addresses: a load's name has spaces and commas.
+        tag = "".join(c if c.isalnum() else "-" for c in tag)
         result = asyncio.run(
             loadgen.stream(
                 HOST,
@@ -622,6 +649,7 @@ class Bench:
                 size,
                 tag,
                 new_connection=not reuse,
+                login=login,
             )
         )
         if result.failed:
@@ -635,6 +663,15 @@ class Bench:
             return self.asyncio_stream(relay, sessions, messages, size, reuse, name)
 
         return self.measure(name, run)
+
+    def authenticated(self, name: str, sessions: int, messages: int) -> Row:
+        """A new connection and an AUTH PLAIN for every message (issue 15: an app that
+        logs in per message pays the argon2 hash once, then the remembered HMAC)."""
+
+        def run(relay: Measured) -> tuple[int, list[float]]:
+            return self.asyncio_stream(relay, sessions, messages, 2048, False, name, login=True)
+
+        return self.measure(name, run, auth=True)
 
     def one_session(self, relay: Measured, tag: str) -> tuple[int, list[float]]:
         result = loadgen.one_session(HOST, relay.smtp_port, self.n(10000), 2048, tag)
@@ -722,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         help="SES over HTTPS, as in production (the fake serves TLS with a test CA)",
     )
     parser.add_argument(
-        "--only", nargs="*", default=None, help="reused new 1mib latency stall idle floor"
+        "--only", nargs="*", default=None, help="reused new auth 1mib latency stall idle floor"
     )
     args = parser.parse_args(argv)
     driver = args.driver
@@ -756,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "new": lambda: bench.throughput(
                 "2 KB, 20 sessions, new conn/msg", 20, bench.n(5000), 2048, False
+            ),
+            "auth": lambda: bench.authenticated(
+                "2 KB, 20 sessions, new conn + AUTH/msg", 20, bench.n(5000)
             ),
             "1mib": lambda: bench.throughput("1 MiB, 4 sessions", 4, bench.n(200), MIB, True),
             "latency": bench.latency,
