@@ -10,7 +10,13 @@ CONFIG ?= config/local.yaml
 # Debian packages the tests drive for real (tool:package). Installed when missing and
 # this is root with apt-get; otherwise the tests that need them are skipped (and fail
 # under CI=true, where a green run must not hide a missing install).
-TEST_TOOLS := swaks:swaks redis-server:redis-server promtool:prometheus prometheus:prometheus
+# The AUTH clients (tests/smtp/test_auth_clients.py): a package with no command is named by
+# a file it installs (PHPMailer's autoload.php), which /bin/sh's (dash's) `command -v`
+# finds like a command; Ruby's net/smtp is a bundled gem of Debian's ruby (no package).
+TEST_TOOLS := swaks:swaks redis-server:redis-server promtool:prometheus prometheus:prometheus \
+	curl:curl msmtp:msmtp php:php-cli \
+	/usr/share/php/libphp-phpmailer/autoload.php:libphp-phpmailer \
+	ruby:ruby go:golang-go node:nodejs npm:npm
 IMAGE_TOOLS := buildah:buildah debootstrap:debootstrap
 define install-missing
 	@missing=""; for pair in $(1); do command -v "$${pair%%:*}" >/dev/null || \

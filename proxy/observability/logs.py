@@ -96,7 +96,9 @@ def configure(settings: LoggingSettings) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     root.setLevel(settings.level.upper())
-    # aiosmtpd logs every command line at INFO, addresses included; ours say it once.
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
+    # aiosmtpd logs every command line at INFO, and an unrecognised one whole at WARNING
+    # (a client out of step in AUTH sends its base64 password as a command): ours say
+    # what matters, without the line.
+    logging.getLogger("mail.log").setLevel(max(logging.ERROR, root.level))
     for noisy in ("botocore", "aiobotocore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

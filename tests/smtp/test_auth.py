@@ -379,3 +379,22 @@ def test_a_client_beyond_its_own_rate_is_deferred_while_others_send(
             "noreply@example.com", ["a@example.net"], MESSAGE.replace(b"billing", b"noreply")
         )
     assert proxy.metric("sesproxy_messages_sent_total", client="-") == 1
+
+
+def test_a_client_out_of_step_never_gets_its_password_logged(
+    start_outbox_proxy: StartProxy, dialogs: list[Dialog]
+) -> None:
+    """A client that sends LOGIN's answers after its AUTH was refused sends its base64
+    password as a command line: the reply is 500, and no log line holds it."""
+    proxy = _relay(start_outbox_proxy, "required", auth_max_failures=1)
+    talk = Dialog(proxy.smtp_port)
+    dialogs.append(talk)
+    talk.say("EHLO client.test")
+    assert talk.say("AUTH PLAIN " + _plain("billing", "wrong")).startswith("535")
+    assert talk.say("AUTH LOGIN").startswith("454")
+    secret = base64.b64encode(PASSWORD.encode()).decode()
+    assert talk.say(secret).startswith("500")
+    assert talk.say("NOOP").startswith("250")
+    text = proxy.log_text().lower()
+    assert secret.lower() not in text
+    assert PASSWORD.lower() not in text
