@@ -83,6 +83,8 @@ class SmtpSettings(_Section):
         ipaddress.ip_network("::1/128"),
     )
     max_connections: int = Field(default=200, ge=1)
+    # Message bytes all sessions hold together: the bound on memory (smtp/inflight.py).
+    max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     auth: Literal["none", "any", "required"] = "none"
     auth_max_failures: int = Field(default=5, ge=1)
     # A gateway: one host cannot take every slot (a sidecar's clients are all loopback).

@@ -32,6 +32,7 @@ DEFER_REASONS = (
     "config",
     "rate",
     "quota",
+    "inflight",
     "internal",
 )
 FAIL_REASONS = ("rejected", "invalid")
@@ -119,6 +120,11 @@ class Metrics:
             "sesproxy_message_size_bytes",
             "Size of received messages.",
             buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 10485760),
+            registry=r,
+        )
+        self.inflight_bytes = Gauge(
+            "sesproxy_inflight_bytes",
+            "Message bytes the sessions hold now (against smtp.max_inflight_bytes).",
             registry=r,
         )
         self.smtp_sessions_active = Gauge(

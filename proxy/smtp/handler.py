@@ -21,6 +21,7 @@ from proxy.clients import aws_access_key_tail
 from proxy.delivery import Delivery, DeliveryError, Envelope, PermanentDeliveryError
 from proxy.observability.metrics import NO_CLIENT, Metrics
 from proxy.smtp import replies
+from proxy.smtp.inflight import Hold, needed_for
 from proxy.smtp.replies import Reply
 
 if TYPE_CHECKING:
@@ -46,12 +47,14 @@ def _vet(rules: policy.Rules, raw: bytes) -> policy.Rejected | tuple[policy.Acce
 
 @dataclass(frozen=True)
 class ReceivedData:
-    """What DATA produced: the unstuffed bytes, or why they were discarded while reading."""
+    """What DATA produced: the unstuffed bytes, or why they were discarded while reading
+    (over the size limit, a line over 998 octets, no room left in max_inflight_bytes)."""
 
     raw: bytes
     size: int
     too_big: bool = False
     line_too_long: bool = False
+    no_room: bool = False
 
 
 class RelayHandler:
@@ -77,7 +80,14 @@ class RelayHandler:
             return self._reject(
                 server, replies.AUTH_REQUIRED, "MAIL before AUTH", "mail", {"from": address}
             ).text
-        decision = policy.check_declared_size(server.rules, _declared_size(options))
+        declared = _declared_size(options)
+        decision = policy.check_declared_size(server.rules, declared)
+        if (
+            isinstance(decision, policy.Accepted)
+            and declared is not None
+            and not server.listeners.inflight.fits(declared)
+        ):
+            return self._no_room(server, {"from": address, "size": declared}).text
         if isinstance(decision, policy.Accepted):
             decision = policy.check_sender(server.rules, address)
         if isinstance(decision, policy.Rejected):
@@ -193,8 +203,15 @@ class RelayHandler:
         return replies.INTERNAL_ERROR.text
 
     async def transaction(
-        self, server: RelaySession, mail_from: str, recipients: tuple[str, ...], data: ReceivedData
+        self,
+        server: RelaySession,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        data: ReceivedData,
+        hold: Hold,
     ) -> Reply:
+        """The reply to a message; `hold` is what it holds of max_inflight_bytes (the
+        caller gives it back when the reply is sent)."""
         started = time.perf_counter()
         self._metrics.messages_received.labels(server.client_name).inc()
         self._metrics.message_size.observe(data.size)
@@ -213,6 +230,9 @@ class RelayHandler:
         if data.line_too_long:
             verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
             return self._reject(server, verdict, "a line is over 998 octets", "data", about)
+        # The cleaned copy and the encoded request, taken before either is made.
+        if data.no_room or not hold.take(needed_for(len(data.raw)) - len(data.raw)):
+            return self._no_room(server, about)
         if len(data.raw) > _OFF_LOOP_BYTES:
             vetted = await asyncio.to_thread(_vet, server.rules, data.raw)
         else:
@@ -266,6 +286,20 @@ class RelayHandler:
             },
         )
         return Reply(error.reply, error.reason)
+
+    def _no_room(self, server: RelaySession, about: dict[str, Any]) -> Reply:
+        self._metrics.messages_deferred.labels(server.client_name, "inflight").inc()
+        log.warning(
+            "deferred",
+            extra={
+                "event": "deferred",
+                "reason": "inflight",
+                "detail": "no room left in smtp.max_inflight_bytes",
+                **server.log_context(),
+                **about,
+            },
+        )
+        return replies.NO_ROOM
 
     def _reject(
         self,

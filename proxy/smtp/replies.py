@@ -36,6 +36,8 @@ AUTH_ALREADY = Reply("503 5.5.1 Already authenticated")
 AUTH_IN_TRANSACTION = Reply("503 5.5.1 AUTH not permitted during a mail transaction")
 AUTH_MECHANISM_UNKNOWN = Reply("504 5.5.4 Unrecognized authentication type")
 AUTH_UNREADABLE = Reply("501 5.5.2 Cannot decode the credentials")
+# Not counted here: a deferral, counted by the handler as deferred{reason="inflight"}.
+NO_ROOM = Reply("452 4.3.1 Insufficient system storage, try again later")
 NEED_RCPT = Reply("503 5.5.1 Error: need RCPT command")
 INTERNAL_ERROR = Reply("451 4.3.0 Internal error, nothing was sent; try again later", "internal")
 

@@ -38,6 +38,7 @@ from proxy.settings import SmtpSettings
 from proxy.smtp import replies
 from proxy.smtp.auth import Authenticator, as_text, decode_plain, from_base64
 from proxy.smtp.handler import ReceivedData, RelayHandler
+from proxy.smtp.inflight import Hold, InflightBytes
 
 # aiosmtpd's own error replies carry no enhanced status code; having advertised
 # ENHANCEDSTATUSCODES, we owe one on every 4xx/5xx reply (RFC 2034).
@@ -101,6 +102,7 @@ class Listeners:
         self.metrics = metrics
         self.clients = tuple(clients)
         self.authenticator = self._authenticator()
+        self.inflight = InflightBytes(settings.max_inflight_bytes, metrics.inflight_bytes)
         self.sessions: set[RelaySession] = set()
         self._per_address: dict[str, int] = {}
         self.shutting_down = False
@@ -119,6 +121,7 @@ class Listeners:
         self.settings = settings
         self.clients = tuple(clients)
         self.authenticator = self._authenticator()
+        self.inflight.limit = settings.max_inflight_bytes
         self.models.clear()
         self._admitted.clear()
 
@@ -581,11 +584,12 @@ class RelaySession(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         self.busy = True
+        hold = self.listeners.inflight.hold()
         try:
             await self.push(replies.START_DATA.text)
             self._reader._limit = _DATA_READ_LIMIT  # type: ignore[attr-defined]
             try:
-                data = await self._read_data()
+                data = await self._read_data(hold)
             finally:
                 self._reader._limit = self.line_length_limit  # type: ignore[attr-defined]
             # The idle timeout must not cut a session that waits for SES: the
@@ -596,10 +600,12 @@ class RelaySession(SMTP):
             in_flight.add(self)  # sending: a hang-up now waits for the send (connection_lost)
             try:
                 reply = await self.relay.transaction(
-                    self, envelope.mail_from, tuple(envelope.rcpt_tos), data
+                    self, envelope.mail_from, tuple(envelope.rcpt_tos), data, hold
                 )
             finally:
                 in_flight.discard(self)
+                del data  # the message's bytes go with the hold, not after the reply
+                hold.release()
                 # Whatever the outcome, the transaction is over: a new MAIL may follow.
                 self._set_post_data_state()  # type: ignore[no-untyped-call]
                 if self.transport is not None:
@@ -613,9 +619,10 @@ class RelaySession(SMTP):
                 raise asyncio.CancelledError
             await self.push(reply.text)
         finally:
+            hold.release()
             self.busy = False
 
-    async def _read_data(self) -> ReceivedData:
+    async def _read_data(self, hold: Hold) -> ReceivedData:
         # Chunks, not lines: the reader's buffer is searched for the end of data
         # (CRLF "." CRLF) at C speed and each chunk is kept whole, unstuffed as it
         # comes (one bytes.replace at the end held the loop ~8 ms for 10 MB; this
@@ -635,6 +642,7 @@ class RelaySession(SMTP):
         dots = 0  # stuffing dots: removed from kept chunks, counted in dropped ones
         keep = True
         line_too_long = False
+        no_room = False  # max_inflight_bytes had no room for the next chunk
         run = 0  # octets since the last LF
         since_reset = 0
         previous = b"\r\n"  # the last two octets before the chunk: the DATA line's CRLF
@@ -673,7 +681,7 @@ class RelaySession(SMTP):
             return chunk.replace(b"\r\n.", b"\r\n")
 
         def take(chunk: bytes) -> None:
-            nonlocal received, dots, keep, line_too_long, since_reset, previous
+            nonlocal received, dots, keep, line_too_long, no_room, since_reset, previous
             if not chunk:
                 return
             received += len(chunk)
@@ -685,10 +693,12 @@ class RelaySession(SMTP):
                 line_too_long = has_long_line(chunk)
                 content = unstuffed(previous, chunk)
                 dots += len(chunk) - len(content)
+                no_room = not hold.take(len(content))
                 chunks.append(content)
-                if line_too_long or received - dots > limit:
+                if line_too_long or no_room or received - dots > limit:
                     keep = False
                     chunks.clear()
+                    hold.release()
             else:
                 dots += stuffing(previous, chunk)
             previous = (previous + chunk)[-2:] if len(chunk) < 2 else chunk[-2:]
@@ -720,4 +730,6 @@ class RelaySession(SMTP):
             raw = b"".join(chunks)
             return ReceivedData(raw, len(raw))
         size = received - dots
-        return ReceivedData(b"", size, too_big=size > limit, line_too_long=line_too_long)
+        return ReceivedData(
+            b"", size, too_big=size > limit, line_too_long=line_too_long, no_room=no_room
+        )
