@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from proxy.smtp.auth import HASHER
 from tests.conftest import base_config
 from tests.harness import RunningProxy, deep_merge, start_proxy
 from tests.smtp import dialog
 
 DIALOGS = sorted((Path(__file__).parent / "dialogs").glob("*.dialog"))
+# Against a relay with `auth: required` and one client, billing (password "secret"),
+# each on a relay of its own: a lockout must not carry over to the next dialog.
+AUTH_DIALOGS = sorted((Path(__file__).parent / "dialogs" / "auth").glob("*.dialog"))
 
 DIALOG_CONFIG = {
     "policy": {
@@ -47,6 +51,23 @@ def play(script: Path, proxy: RunningProxy, timeout: float = 10.0) -> None:
 @pytest.mark.parametrize("path", DIALOGS, ids=[p.stem for p in DIALOGS])
 def test_dialog(path: Path, dialog_proxy: RunningProxy) -> None:
     play(path, dialog_proxy)
+
+
+@pytest.mark.parametrize("path", AUTH_DIALOGS, ids=[p.stem for p in AUTH_DIALOGS])
+def test_auth_dialog(path: Path, tmp_path: Path) -> None:
+    billing = {
+        "name": "billing",
+        "username": "billing",
+        "password_hash": HASHER.hash("secret"),
+        "allowed_senders": ["billing@example.com"],
+    }
+    auth = {"smtp": {"auth": "required", "auth_max_failures": 3}, "clients": [billing]}
+    config = deep_merge(base_config("outbox", tmp_path / "outbox"), DIALOG_CONFIG)
+    proxy = start_proxy(tmp_path, deep_merge(config, auth))
+    try:
+        play(path, proxy)
+    finally:
+        proxy.stop()
 
 
 def test_parser_reads_escapes_repeats_patterns_and_counts() -> None:
