@@ -707,6 +707,42 @@ class Bench:
 
         return self.measure("10 MB beside 2 KB x4 (stall)", run)
 
+    def memory(self) -> Row:
+        """Issue 16: 20 sessions each send 10 MB at once with the default
+        max_inflight_bytes: the peak RSS stays within the relay's base plus the budget
+        plus 10 %, and every message is a 250 or a 452, none lost, none sent twice."""
+        sessions, size = 20, 10 * 1024 * 1024
+        budget = 256 * 1024 * 1024
+        with self.relay("memory") as relay:
+            base = relay.memory_kib("VmHWM") / 1024
+            result = asyncio.run(loadgen.stream(HOST, relay.smtp_port, sessions, 1, size, "memory"))
+            peak = relay.memory_kib("VmHWM") / 1024
+            stall = relay.max_stall_ms()
+            fake = self.fake.stats()
+        no_room = sum(error.startswith("452 4.3.1") for error in result.errors)
+        other = result.failed - no_room
+        bound = base + budget / 2**20 * 1.1
+        verdict = "within" if peak <= bound else "OVER"
+        print(
+            f"  memory: base {base:.0f} MiB, peak {peak:.0f} MiB, bound {bound:.0f} MiB "
+            f"({verdict}); {result.sent} sent, {no_room} x 452, {other} other failures, "
+            f"{fake['messages']} at SES",
+            file=sys.stderr,
+        )
+        once = "each once" if fake["messages"] == result.sent else "NOT each once"
+        note = f"{result.sent} x 250 ({once}), {no_room} x 452, {other} other; RSS {verdict}"
+        return Row(
+            f"10 MB x {sessions} at once (memory)",
+            fake["messages"],
+            0.0,
+            0.0,
+            fake["raw_bytes"],
+            peak,
+            [],
+            stall,
+            note,
+        )
+
     def idle(self) -> Row:
         count = 1000
         with self.relay("idle") as relay:
@@ -759,7 +795,10 @@ def main(argv: list[str] | None = None) -> int:
         help="SES over HTTPS, as in production (the fake serves TLS with a test CA)",
     )
     parser.add_argument(
-        "--only", nargs="*", default=None, help="reused new auth 1mib latency stall idle floor"
+        "--only",
+        nargs="*",
+        default=None,
+        help="reused new auth 1mib latency stall memory idle floor",
     )
     args = parser.parse_args(argv)
     driver = args.driver
@@ -800,6 +839,7 @@ def main(argv: list[str] | None = None) -> int:
             "1mib": lambda: bench.throughput("1 MiB, 4 sessions", 4, bench.n(200), MIB, True),
             "latency": bench.latency,
             "stall": bench.stall,
+            "memory": bench.memory,
             "idle": bench.idle,
             "floor": bench.floor,
         }
