@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 from hypothesis import assume, given, settings
@@ -22,6 +23,7 @@ from proxy.policy import (
     check_raw_message,
     check_recipient,
     check_sender,
+    parse_message_tags,
 )
 from tests.properties import examples
 
@@ -40,6 +42,7 @@ def rejected(decision: Decision) -> Verdict:
 
 def test_verdicts_are_the_contract_table() -> None:
     assert {verdict.name for verdict in Verdict} == {
+        "CONFIGURATION_SET_DENIED",
         "SENDER_DENIED",
         "SENDER_SYNTAX",
         "SIZE_EXCEEDED",
@@ -421,3 +424,53 @@ def test_client_admitted_is_membership_for_ipv6(
 def test_client_admitted_refuses_what_is_not_an_address(host: str) -> None:
     everything = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
     assert policy.client_admitted(everything, host) is False
+
+
+_TAG_TEXT = st.text(alphabet="abcXYZ019_-", min_size=1, max_size=12)
+
+
+@settings(max_examples=examples(100))
+@given(st.dictionaries(_TAG_TEXT, _TAG_TEXT, min_size=1, max_size=5), st.sampled_from([",", ", "]))
+def test_message_tags_read_back_what_an_app_wrote(tags: dict[str, str], separator: str) -> None:
+    header = separator.join(f"{name}={value}" for name, value in tags.items())
+    assert parse_message_tags([header]) == tuple(tags.items())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "campaign",
+        "campaign=",
+        "=spring",
+        "campaign=spring sale",
+        "a=b, a=c",
+        "né=x",
+        "a=" + "x" * 257,
+    ],
+)
+def test_a_message_tag_ses_would_refuse_is_malformed(header: str) -> None:
+    refused = parse_message_tags([header])
+    assert isinstance(refused, Rejected)
+    assert refused.verdict is Verdict.MALFORMED
+
+
+def test_the_configuration_set_a_header_may_choose() -> None:
+    rules = replace(RULES, allowed_configuration_sets=("marketing",), configuration_set="default")
+    headers = HeaderScan(("noreply@example.com",), (), ("marketing",))
+    assert check_message(rules, headers, 10) == Accepted(configuration_set="marketing")
+    elsewhere = replace(headers, configuration_sets=("other",))
+    assert rejected(check_message(rules, elsewhere, 10)) is Verdict.CONFIGURATION_SET_DENIED
+    twice = replace(headers, configuration_sets=("marketing", "marketing"))
+    assert rejected(check_message(rules, twice, 10)) is Verdict.MALFORMED
+    # With no list, the header is ignored: the session's own set.
+    ignored = replace(RULES, configuration_set="default")
+    assert check_message(ignored, elsewhere, 10) == Accepted(configuration_set="default")
+
+
+def test_configured_tags_win_over_the_headers() -> None:
+    rules = replace(RULES, allow_message_tags=True, message_tags=(("app", "billing"),))
+    headers = HeaderScan(("noreply@example.com",), (), (), ("app=spoofed, run=7",))
+    decision = check_message(rules, headers, 10)
+    assert decision == Accepted(tags=(("app", "billing"), ("run", "7")))
+    closed = replace(rules, allow_message_tags=False)
+    assert check_message(closed, headers, 10) == Accepted(tags=(("app", "billing"),))

@@ -24,6 +24,8 @@ async def test_writes_the_message_and_its_envelope(tmp_path: Path) -> None:
         "message_id": message_id,
         "mail_from": "a@example.com",
         "recipients": ["b@example.net", "c@example.net"],
+        "configuration_set": None,
+        "tags": {},
         "size": len(raw),
     }
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
