@@ -26,9 +26,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from proxy import policy
 
-# SES v1 SendRawEmail limits: DESIGN.md, "Facts the code must respect".
+# SES limits: DESIGN.md, "Facts the code must respect". The recipient limit is the
+# same for both APIs; the message size is v1 SendRawEmail's 10 MB, v2 SendEmail's 40 MB.
 SES_MAX_RECIPIENTS = 50
-SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+SES_MAX_MESSAGE_BYTES: dict[str, int] = {"v1": 10 * 1024 * 1024, "v2": 40 * 1024 * 1024}
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -115,10 +116,13 @@ class PolicySettings(_Section):
     allowed_senders: tuple[str, ...] = Field(min_length=1)
     allowed_recipients: tuple[str, ...] = ("*",)
     max_recipients: int = Field(default=SES_MAX_RECIPIENTS, ge=1, le=SES_MAX_RECIPIENTS)
-    max_message_bytes: int = Field(default=SES_MAX_MESSAGE_BYTES, ge=1, le=SES_MAX_MESSAGE_BYTES)
+    # None: the limit of `ses.api`, filled in by Settings (which knows the API).
+    max_message_bytes: int | None = Field(default=None, ge=1)
 
     def rules(self) -> policy.Rules:
         """The values the pure policy judges with."""
+        if self.max_message_bytes is None:
+            raise ValueError("max_message_bytes is unset: build PolicySettings inside Settings")
         return policy.Rules(
             allowed_senders=self.allowed_senders,
             allowed_recipients=self.allowed_recipients,
@@ -156,6 +160,7 @@ class SesSettings(_Section):
     allow_static_credentials: bool = False
     source_ips: tuple[IPNetwork, ...] = ()
     account_id: str | None = None
+    api: Literal["v1", "v2"] = "v1"
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
 
@@ -268,6 +273,23 @@ class Settings(BaseSettings):
         # key by key (sources are deep-merged).
         return (env_settings, init_settings)
 
+    @model_validator(mode="after")
+    def _message_size_fits_the_api(self) -> Settings:
+        limit = SES_MAX_MESSAGE_BYTES[self.ses.api]
+        size = self.policy.max_message_bytes
+        if size is None:
+            # Frozen: the one place the effective value is set, before anyone reads it.
+            object.__setattr__(
+                self, "policy", self.policy.model_copy(update={"max_message_bytes": limit})
+            )
+        elif size > limit:
+            raise ValueError(
+                f"policy.max_message_bytes: {size} is above the {limit} bytes SES accepts "
+                f"with ses.api {self.ses.api} (leave it unset for that limit"
+                + (", or use ses.api: v2 for 40 MB)" if self.ses.api == "v1" else ")")
+            )
+        return self
+
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets replaced."""
         data: dict[str, Any] = self.model_dump(mode="json")
@@ -314,8 +336,12 @@ def load_settings(path: Path) -> Settings:
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:
+            # A check across sections: its message begins with the key it is about.
+            lines.append(message)
+            continue
+        key = ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         elif problem["type"] == "missing":
