@@ -56,13 +56,13 @@ class Paths:
 
         async def call() -> str:
             response = await api.send_raw_email(**params)
-            return response["MessageId"]
+            return str(response["MessageId"])
 
         return self._outcome(call())
 
     def lean(
         self, source: str, destinations: Sequence[str], raw: bytes, config_set: str | None
     ) -> Outcome:
-        sendraw = self.client.sendraw
-        assert sendraw is not None
-        return self._outcome(sendraw.send(source, destinations, raw, config_set))
+        sender = self.client.sender
+        assert sender is not None
+        return self._outcome(sender.send(source, destinations, raw, config_set))
