@@ -14,8 +14,10 @@ from __future__ import annotations
 from proxy.delivery import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 
 _DAILY_QUOTA_MARKER = "daily message quota"
-# v1 says both the rate and the daily quota with Throttling, v2 with LimitExceededException.
-_RATE_OR_QUOTA = frozenset({"Throttling", "LimitExceededException"})
+# The rate and the daily quota come with one code, told apart by message: v1 Throttling;
+# v2 TooManyRequestsException (HTTP 429, "Maximum sending rate exceeded." seen in the
+# wild) and LimitExceededException (the model's other limit error).
+_RATE_OR_QUOTA = frozenset({"Throttling", "TooManyRequestsException", "LimitExceededException"})
 
 _TRANSIENT: dict[str, tuple[str, str]] = {
     # code: (metric reason, SMTP reply)
@@ -36,6 +38,10 @@ _TRANSIENT: dict[str, tuple[str, str]] = {
         "451 4.7.0 relay credentials refused, try again later",
     ),
     "SignatureDoesNotMatch": (
+        "credentials",
+        "451 4.7.0 relay credentials refused, try again later",
+    ),
+    "InvalidSignatureException": (
         "credentials",
         "451 4.7.0 relay credentials refused, try again later",
     ),

@@ -50,7 +50,24 @@ from proxy.delivery.ses_errors import classify
         ("ServiceUnavailable", "", 503, False, "unavailable", "451 4.4.1"),
         # SES v2 (SendEmail): the codes of botocore's sesv2 model (MessageRejected and
         # MailFromDomainNotVerifiedException are above: v1 has them too).
-        ("TooManyRequestsException", "Too Many Requests", 429, False, "throttled", "451 4.4.5"),
+        (
+            "TooManyRequestsException",
+            "Maximum sending rate exceeded.",
+            429,
+            False,
+            "throttled",
+            "451 4.4.5",
+        ),
+        (
+            "TooManyRequestsException",
+            "Daily message quota exceeded.",
+            429,
+            False,
+            "quota",
+            "451 4.4.5",
+        ),
+        ("InvalidSignatureException", "signature", 403, False, "credentials", "451 4.7.0"),
+        ("UnrecognizedClientException", "token", 403, False, "credentials", "451 4.7.0"),
         (
             "LimitExceededException",
             "Maximum sending rate exceeded.",
