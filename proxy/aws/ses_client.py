@@ -73,6 +73,7 @@ class SesClient:
         self._client: Any = None
         self._sender: Sender | None = None
         self._credentials: AioCredentials | None = None
+        self._options: dict[str, Any] = {}
         self._keeper: asyncio.Task[None] | None = None
         self.credential_source: CredentialSource | None = None
 
@@ -113,6 +114,7 @@ class SesClient:
             else session.create_client("ses", **options)
         )
         self._session = session
+        self._options = options
         self._credentials = credentials
         self.credential_source = source
         self._client = client
@@ -194,6 +196,16 @@ class SesClient:
     def api(self) -> Any:
         """The aiobotocore client (`ses` or `sesv2`, as `ses.api` says), once started."""
         return self._client
+
+    async def v1_api(self) -> Any:
+        """A v1 `ses` client of this same session, endpoint and timeouts, closed with
+        this one: for the reads only v1 has (doctor's identity, DKIM and configuration
+        set checks), whichever API sends."""
+        if self._session is None:
+            raise CredentialUnavailable("not connected")
+        return await self._stack.enter_async_context(
+            self._session.create_client("ses", **self._options)
+        )
 
     @property
     def sender(self) -> Sender | None:
