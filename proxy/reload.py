@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
@@ -28,7 +29,13 @@ from pydantic import BaseModel
 from proxy.observability import logs
 from proxy.observability.metrics import Metrics
 from proxy.pacing import PacedDelivery
-from proxy.settings import ConfigError, Settings, SmtpSettings, load_settings
+from proxy.settings import (
+    SES_MAX_MESSAGE_BYTES,
+    ConfigError,
+    Settings,
+    SmtpSettings,
+    load_settings,
+)
 from proxy.smtp.handler import RelayHandler
 from proxy.smtp.session import Listeners
 
@@ -119,7 +126,22 @@ class Reloader:
                 "config reload: these keys change only at a restart, not applied",
                 extra={"event": "config_reload_needs_restart", "keys": restart},
             )
-        self._handler.rules = new.policy.rules()
+        rules = new.policy.rules()
+        limit = SES_MAX_MESSAGE_BYTES[self._started.ses.api]
+        if rules.max_message_bytes > limit:
+            # ses.api waits for a restart, and the new file's size limit is its API's:
+            # until then the API that sends has the last word, or SES refuses the excess.
+            log.warning(
+                "config reload: policy.max_message_bytes is above what the running ses.api "
+                "accepts, capped until a restart",
+                extra={
+                    "event": "config_reload_size_capped",
+                    "requested": rules.max_message_bytes,
+                    "applied": limit,
+                },
+            )
+            rules = dataclasses.replace(rules, max_message_bytes=limit)
+        self._handler.rules = rules
         self._listeners.reconfigure(new.smtp)
         if self._tls_context is not None and _has_tls(new.smtp):
             self._smtp = new.smtp
