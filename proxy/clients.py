@@ -50,7 +50,7 @@ def clients_from(settings: Settings) -> tuple[Client, ...]:
                     else base.allowed_recipients
                 ),
                 max_recipients=base.max_recipients,
-                max_message_bytes=base.max_message_bytes,
+                max_message_bytes=settings.max_message_bytes(),
                 allowed_configuration_sets=client.allowed_configuration_sets,
                 allow_message_tags=client.allow_message_tags,
                 configuration_set=(

@@ -29,7 +29,13 @@ from proxy.clients import clients_from
 from proxy.observability import logs
 from proxy.observability.metrics import Metrics
 from proxy.pacing import PacedDelivery
-from proxy.settings import ConfigError, Settings, SmtpSettings, load_settings
+from proxy.settings import (
+    SES_MAX_MESSAGE_BYTES,
+    ConfigError,
+    Settings,
+    SmtpSettings,
+    load_settings,
+)
 from proxy.smtp.handler import RelayHandler
 from proxy.smtp.session import Listeners
 
@@ -120,6 +126,21 @@ class Reloader:
                 "config reload: these keys change only at a restart, not applied",
                 extra={"event": "config_reload_needs_restart", "keys": restart},
             )
+        limit = SES_MAX_MESSAGE_BYTES[self._started.ses.api]
+        if new.max_message_bytes() > limit:
+            # ses.api waits for a restart, and the new file's size limit is its API's:
+            # until then the API that sends has the last word, or SES refuses the excess.
+            log.warning(
+                "config reload: policy.max_message_bytes is above what the running ses.api "
+                "accepts, capped until a restart",
+                extra={
+                    "event": "config_reload_size_capped",
+                    "requested": new.max_message_bytes(),
+                    "applied": limit,
+                },
+            )
+            capped = new.policy.model_copy(update={"max_message_bytes": limit})
+            new = new.model_copy(update={"policy": capped})
         self._handler.rules = new.default_rules()
         self._listeners.reconfigure(new.smtp, clients_from(new))
         if self._tls_context is not None and _has_tls(new.smtp):

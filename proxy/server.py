@@ -5,7 +5,7 @@
                                               ▼
                    pacing/ (local | Redis budget) ──▶ delivery/ (ses.py | outbox.py) ──▶ SES
     aws/: credentials.py (chain, AssumeRole + session policy from iam/), ses_client.py,
-          quota.py (GetSendQuota → gauges)
+          quota.py (GetSendQuota, or v2's GetAccount → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
     reload.py: SIGHUP and certificate rotation (what may change while running)
     eventloop.py: the loop this runs on (cli.py starts it), which polls before it sleeps

@@ -29,9 +29,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from proxy.policy import Rules
 
-# SES v1 SendRawEmail limits: DESIGN.md, "Facts the code must respect".
+# SES limits: DESIGN.md, "Facts the code must respect". The recipient limit is the
+# same for both APIs; the message size is v1 SendRawEmail's 10 MB, v2 SendEmail's 40 MB.
 SES_MAX_RECIPIENTS = 50
-SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+SES_MAX_MESSAGE_BYTES: dict[str, int] = {"v1": 10 * 1024 * 1024, "v2": 40 * 1024 * 1024}
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -136,7 +137,8 @@ class PolicySettings(_Section):
     allowed_senders: tuple[str, ...] = Field(min_length=1)
     allowed_recipients: tuple[str, ...] = ("*",)
     max_recipients: int = Field(default=SES_MAX_RECIPIENTS, ge=1, le=SES_MAX_RECIPIENTS)
-    max_message_bytes: int = Field(default=SES_MAX_MESSAGE_BYTES, ge=1, le=SES_MAX_MESSAGE_BYTES)
+    # None: the limit of `ses.api`, filled in by Settings (which knows the API).
+    max_message_bytes: int | None = Field(default=None, ge=1)
     allowed_configuration_sets: tuple[str, ...] = ()
     allow_message_tags: bool = False
 
@@ -246,7 +248,9 @@ class SesSettings(_Section):
     allow_static_credentials: bool = False
     source_ips: tuple[IPNetwork, ...] = ()
     account_id: str | None = None
-    # Sending authorization: an identity of another account (SendRawEmail's parameters).
+    api: Literal["v1", "v2"] = "v1"
+    # Sending authorization: an identity of another account (v1: SourceArn, FromArn,
+    # ReturnPathArn; v2: FromEmailAddressIdentityArn, from_arn else source_arn).
     source_arn: str | None = None
     from_arn: str | None = None
     return_path_arn: str | None = None
@@ -361,13 +365,18 @@ class Settings(BaseSettings):
         """The max_send_rate of each client that has one."""
         return {c.name: c.max_send_rate for c in self.clients if c.max_send_rate is not None}
 
+    def max_message_bytes(self) -> int:
+        """policy.max_message_bytes in force: the one set, else the API's limit."""
+        size = self.policy.max_message_bytes
+        return SES_MAX_MESSAGE_BYTES[self.ses.api] if size is None else size
+
     def default_rules(self) -> Rules:
         """What a session that is no client is judged by."""
         return Rules(
             allowed_senders=self.policy.allowed_senders,
             allowed_recipients=self.policy.allowed_recipients,
             max_recipients=self.policy.max_recipients,
-            max_message_bytes=self.policy.max_message_bytes,
+            max_message_bytes=self.max_message_bytes(),
             allowed_configuration_sets=self.policy.allowed_configuration_sets,
             allow_message_tags=self.policy.allow_message_tags,
             configuration_set=self.ses.configuration_set,
@@ -398,6 +407,23 @@ class Settings(BaseSettings):
         # The YAML file arrives as init kwargs; env comes first so that it wins,
         # key by key (sources are deep-merged).
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _message_size_fits_the_api(self) -> Settings:
+        limit = SES_MAX_MESSAGE_BYTES[self.ses.api]
+        size = self.policy.max_message_bytes
+        if size is None:
+            # Frozen: the one place the effective value is set, before anyone reads it.
+            object.__setattr__(
+                self, "policy", self.policy.model_copy(update={"max_message_bytes": limit})
+            )
+        elif size > limit:
+            raise ValueError(
+                f"policy.max_message_bytes: {size} is above the {limit} bytes SES accepts "
+                f"with ses.api {self.ses.api} (leave it unset for that limit"
+                + (", or use ses.api: v2 for 40 MB)" if self.ses.api == "v1" else ")")
+            )
+        return self
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets replaced."""
@@ -484,14 +510,17 @@ def _key_of(location: tuple[int | str, ...]) -> str:
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        key = _key_of(problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:
+            # A check across sections: its message begins with the key it is about.
+            lines.append(message)
+            continue
+        key = _key_of(problem["loc"])
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         elif problem["type"] == "missing":
             message = "required key is missing"
-        # A check across sections names its keys in its message.
-        lines.append(f"{key}: {message}" if problem["loc"] else message)
+        lines.append(f"{key}: {message}")
     return "\n".join(lines)
 
 

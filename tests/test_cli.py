@@ -73,6 +73,12 @@ def test_config_path_from_the_environment(tmp_path: Path) -> None:
         ({"policy": {"allowed_senders": ["no reply@example.com"]}}, "policy.allowed_senders"),
         ({"rate": {"backend": "redis"}}, "redis_url"),
         ({"ses": {"role_arn": "my-role"}}, "ses.role_arn"),
+        ({"ses": {"api": "v3"}}, "ses.api"),
+        ({"policy": {"max_message_bytes": 10485761}}, "policy.max_message_bytes: 10485761"),
+        (
+            {"ses": {"api": "v2"}, "policy": {"max_message_bytes": 41943041}},
+            "policy.max_message_bytes: 41943041 is above the 41943040 bytes",
+        ),
     ],
 )
 def test_invalid_config_exits_2_naming_the_key(
@@ -82,6 +88,35 @@ def test_invalid_config_exits_2_naming_the_key(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "effective"),
+    [
+        ({}, 10485760),
+        ({"ses": {"api": "v1"}}, 10485760),
+        ({"ses": {"api": "v2"}}, 41943040),
+        ({"ses": {"api": "v2"}, "policy": {"max_message_bytes": 10485761}}, 10485761),
+        ({"policy": {"max_message_bytes": 1000}}, 1000),
+    ],
+)
+def test_max_message_bytes_defaults_to_the_apis_limit(
+    tmp_path: Path, overrides: dict[str, Any], effective: int
+) -> None:
+    result = run_cli("check-config", "-c", str(write_config(tmp_path, overrides)))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["policy"]["max_message_bytes"] == effective
+
+
+def test_the_apis_limit_follows_an_env_override_of_ses_api(tmp_path: Path) -> None:
+    result = run_cli(
+        "check-config",
+        "-c",
+        str(write_config(tmp_path)),
+        env={"SES_PROXY_SES__API": "v2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["policy"]["max_message_bytes"] == 41943040
 
 
 def test_missing_allowed_senders(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Smoke test against moto's SES server: a real peer implementation, not our fake.
 
 moto accepts any size and configuration set and ignores IAM conditions (DESIGN.md),
-so it only proves that what we send is a SendRawEmail another implementation takes.
+so it only proves that what we send is a SendRawEmail (or, with ses.api: v2, a SESv2
+SendEmail) another implementation takes.
 """
 
 from __future__ import annotations
@@ -70,3 +71,25 @@ def test_moto_refuses_an_unverified_sender(start_ses_proxy: StartProxy, moto_url
         client.rcpt("friend@example.net")
         code, text = client.data(b"From: noreply@example.com\r\n\r\nhi\r\n")
     assert (code, text[:5]) == (554, b"5.7.1")
+
+
+def test_moto_accepts_what_the_relay_sends_with_v2(
+    start_ses_proxy: StartProxy, moto_url: str
+) -> None:
+    # moto's SESv2 SendEmail takes raw content; it has no GetAccount (the relay logs that
+    # its quota is unknown and sends all the same).
+    ses = moto_client(moto_url)
+    ses.verify_domain_identity(Domain="example.com")
+    proxy = start_ses_proxy({"ses": {"endpoint_url": moto_url, "region": REGION, "api": "v2"}})
+    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("noreply@example.com")
+        client.rcpt("friend@example.net")
+        code, text = client.data(
+            b"From: noreply@example.com\r\nTo: friend@example.net\r\n"
+            b"Subject: smoke v2\r\n\r\nhello moto\r\n"
+        )
+    assert code == 250, text
+    assert text.decode().removeprefix("2.0.0 Ok ")
+    # moto's v2 sends through its v1 backend: v1's counter saw the message.
+    assert ses.get_send_quota()["SentLast24Hours"] >= 1

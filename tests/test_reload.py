@@ -122,6 +122,29 @@ def test_a_key_that_needs_a_restart_is_logged_and_not_applied(
         smtplib.SMTP("127.0.0.1", moved, timeout=2)
 
 
+def _ehlo_size(port: int) -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.test")
+        return client.esmtp_features["size"]
+
+
+def test_ses_api_waits_for_a_restart_and_so_does_its_size_limit(
+    start_outbox_proxy: StartProxy,
+) -> None:
+    proxy = start_outbox_proxy()
+    _rewrite(proxy, {"ses": {"api": "v2"}})
+    _hup(proxy, "success")
+    assert proxy.events("config_reload_needs_restart")[0]["keys"] == ["ses.api"]
+    # The new file's default (v2's 40 MB) would let through what v1 refuses.
+    [capped] = proxy.events("config_reload_size_capped")
+    assert (capped["requested"], capped["applied"]) == (41943040, 10485760)
+    assert _ehlo_size(proxy.smtp_port) == "10485760"
+    _rewrite(proxy, {"ses": {"api": "v2"}, "policy": {"max_message_bytes": 5000000}})
+    _hup(proxy, "success")
+    assert _ehlo_size(proxy.smtp_port) == "5000000"
+    assert len(proxy.events("config_reload_size_capped")) == 1
+
+
 def test_sighup_applies_the_logging_level(start_outbox_proxy: StartProxy) -> None:
     proxy = start_outbox_proxy()
     with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=10) as client:

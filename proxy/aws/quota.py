@@ -1,8 +1,9 @@
-"""SES's sending quota, read with GetSendQuota about once a minute, for metrics (and pacing).
+"""SES's sending quota, read about once a minute, for metrics (and pacing): v1
+GetSendQuota, or v2 GetAccount's SendQuota (the same three numbers).
 
 GetSendQuota may be called once a second at most; we stay far below. A role that
-may only send (the least-privilege `iam-policy`) is refused GetSendQuota: that is
-said once in the log, and the quota gauges stay unset rather than wrong.
+may only send is refused the call: that is said once in the log, and the quota
+gauges stay unset rather than wrong.
 """
 
 from __future__ import annotations
@@ -48,24 +49,30 @@ class QuotaWatcher:
         if api is None or time.monotonic() - self._last_call < _MIN_INTERVAL_SECONDS:
             return self.latest
         self._last_call = time.monotonic()
+        v2 = self._client.settings.api == "v2"
+        operation = "GetAccount" if v2 else "GetSendQuota"
         try:
-            answer = await api.get_send_quota()
+            if v2:
+                answer = (await api.get_account()).get("SendQuota", {})
+            else:
+                answer = await api.get_send_quota()
         except ClientError as error:
             code = error_reply(error).code
             if code in ("AccessDenied", "AccessDeniedException"):
                 if not self._denied_said:
                     self._denied_said = True
                     log.warning(
-                        "GetSendQuota denied: quota metrics stay unset (grant ses:GetSendQuota)",
+                        f"{operation} denied: quota metrics stay unset (grant ses:{operation})",
                         extra={"event": "quota_denied"},
                     )
             else:
-                log.warning("GetSendQuota failed", extra={"event": "quota_error", "code": code})
+                log.warning(f"{operation} failed", extra={"event": "quota_error", "code": code})
             return self.latest
         # ValueError: botocore could not read the answer's numbers.
         except (BotoCoreError, OSError, TimeoutError, ValueError) as error:
             log.warning(
-                "GetSendQuota failed", extra={"event": "quota_error", "code": type(error).__name__}
+                f"{operation} failed",
+                extra={"event": "quota_error", "code": type(error).__name__},
             )
             return self.latest
         quota = SendQuota(

@@ -1,7 +1,8 @@
 """The one long-lived aiobotocore SES client of the process, and the session behind it.
 
-Shared by the delivery backend (SendRawEmail) and the quota watcher (GetSendQuota).
-The per-message SendRawEmail takes the lean path of `sendraw.py`, built from this
+Shared by the delivery backend and the quota watcher. `ses.api` picks the service:
+v1 `ses` (SendRawEmail, GetSendQuota) or v2 `sesv2` (SendEmail, GetAccount). The
+per-message send takes the lean path (`sendraw.py`, `sendemail.py`), built from this
 client (endpoint, signing name, timeouts, pool size; its HTTP session only behind a
 proxy) and this session's live credentials and CA bundle.
 botocore's own retries are off: a retry inside the client would hide throttling
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiobotocore.config import AioConfig
 
@@ -32,13 +34,13 @@ from proxy.aws.credentials import (
     credential_expiry,
     open_session,
 )
-from proxy.aws.sendraw import SendRawEmail
+from proxy.aws.sendemail import SendEmail
+from proxy.aws.sendraw import SendOptions, SendRawEmail
 from proxy.settings import SesSettings
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
     from aiobotocore.session import AioSession
-    from types_aiobotocore_ses import SESClient
 
 log = logging.getLogger("proxy.aws")
 
@@ -47,15 +49,31 @@ RETRY_MAX_SECONDS = 30.0
 CHECK_SECONDS = 30.0
 
 
+class Sender(Protocol):
+    """The per-message send of either API: SES's MessageId, or it raises SesErrorReply
+    (an error answer), MalformedAnswer (a success without an id) or botocore's errors."""
+
+    async def send(
+        self,
+        source: str,
+        destinations: Sequence[str],
+        raw: bytes,
+        options: SendOptions,
+    ) -> str: ...
+
+    def close(self) -> None: ...
+
+
 class SesClient:
     def __init__(self, settings: SesSettings, session_policy: str | None) -> None:
         self.settings = settings
         self._session_policy = session_policy
         self._stack = AsyncExitStack()
         self._session: AioSession | None = None
-        self._client: SESClient | None = None
-        self._sendraw: SendRawEmail | None = None
+        self._client: Any = None
+        self._sender: Sender | None = None
         self._credentials: AioCredentials | None = None
+        self._options: dict[str, Any] = {}
         self._keeper: asyncio.Task[None] | None = None
         self.credential_source: CredentialSource | None = None
 
@@ -85,19 +103,23 @@ class SesClient:
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=50,
         )
+        options: dict[str, Any] = {
+            "region_name": self.settings.region,
+            "endpoint_url": self.settings.endpoint_url,
+            "config": config,
+        }
         client = await self._stack.enter_async_context(
-            session.create_client(
-                "ses",
-                region_name=self.settings.region,
-                endpoint_url=self.settings.endpoint_url,
-                config=config,
-            )
+            session.create_client("sesv2", **options)
+            if self.settings.api == "v2"
+            else session.create_client("ses", **options)
         )
         self._session = session
+        self._options = options
         self._credentials = credentials
         self.credential_source = source
         self._client = client
-        self._sendraw = SendRawEmail.for_client(
+        lean = SendEmail if self.settings.api == "v2" else SendRawEmail
+        self._sender = lean.for_client(
             client,
             credentials,
             self.settings.allow_insecure_endpoint,
@@ -164,21 +186,31 @@ class SesClient:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
-        if self._sendraw is not None:
-            self._sendraw.close()
-        self._sendraw = None
+        if self._sender is not None:
+            self._sender.close()
+        self._sender = None
         await self._stack.aclose()
         self._client = None
 
     @property
-    def api(self) -> SESClient | None:
-        """The aiobotocore client, once started."""
+    def api(self) -> Any:
+        """The aiobotocore client (`ses` or `sesv2`, as `ses.api` says), once started."""
         return self._client
 
+    async def v1_api(self) -> Any:
+        """A v1 `ses` client of this same session, endpoint and timeouts, closed with
+        this one: for the reads only v1 has (doctor's identity, DKIM and configuration
+        set checks), whichever API sends."""
+        if self._session is None:
+            raise CredentialUnavailable("not connected")
+        return await self._stack.enter_async_context(
+            self._session.create_client("ses", **self._options)
+        )
+
     @property
-    def sendraw(self) -> SendRawEmail | None:
-        """The lean SendRawEmail path over this client, once started."""
-        return self._sendraw
+    def sender(self) -> Sender | None:
+        """The lean per-message send over this client, once started."""
+        return self._sender
 
     def credential_expiry(self) -> datetime | None:
         return credential_expiry(self._session) if self._session is not None else None
@@ -190,4 +222,4 @@ class SesClient:
 
     def ready(self) -> bool:
         """A credential is held and has not expired."""
-        return self._sendraw is not None and not self.credential_expired()
+        return self._sender is not None and not self.credential_expired()

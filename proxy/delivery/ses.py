@@ -1,5 +1,5 @@
-"""The SES backend: SendRawEmail through the process's one SES client (aws/ses_client.py),
-on its lean per-message path (aws/sendraw.py).
+"""The SES backend: SendRawEmail (v1) or SendEmail (v2) through the process's one SES
+client (aws/ses_client.py), on its lean per-message path (aws/sendraw.py, sendemail.py).
 
 One attempt per message: the SMTP client hears 451 (nothing sent), 554 (SES refused
 the message itself) or 250 with SES's MessageId.
@@ -49,13 +49,13 @@ class SesDelivery:
         return self._client.ready()
 
     async def send(self, envelope: Envelope, raw: bytes) -> str:
-        sendraw = self._client.sendraw
-        if sendraw is None:
+        sender = self._client.sender
+        if sender is None:
             raise no_credentials("no credential obtained yet")
         started = time.perf_counter()
         outcome = "error"
         try:
-            message_id = await sendraw.send(
+            message_id = await sender.send(
                 envelope.mail_from,
                 envelope.recipients,
                 raw,

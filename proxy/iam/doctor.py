@@ -10,9 +10,16 @@ that cannot be obtained or is refused (long-lived keys) is a ConfigError, exit 2
 The checks are pure functions from SES's answers to lines; `run_doctor` alone talks
 to AWS, with the same session (`open_session`), client settings and error
 classification (`classify`) as the relay. The relay's own role is allowed nothing
-but ses:SendRawEmail, so every read call may well be AccessDenied: that is a `warn`
-naming the permission that would let doctor check it, never a failure. Any other
-error (SES unreachable, credential refused) fails the check: the relay would fail too.
+but sending (and the quota), so every read call may well be AccessDenied: that is a
+`warn` naming the permission that would let doctor check it, never a failure. Any
+other error (SES unreachable, credential refused) fails the check: the relay would
+fail too.
+
+With `ses.api: v2`, identities, DKIM and the configuration set are read with v1's
+calls (v2 has no batch of them; both APIs see the same account), sending and the
+quota with v2's GetAccount, and the test message goes out on the relay's own v2
+SendEmail path. A credential denied ses:SendEmail there is most often a policy
+written for v1 (ses:SendRawEmail only): the line says so, with the fix.
 
 Nothing secret is printed: no key, token or signature ever reaches a line.
 """
@@ -26,15 +33,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proxy.addresses import AddressError, matches_any, parse_envelope_address
 from proxy.aws.credentials import CredentialSource
 from proxy.aws.errors import error_reply
-from proxy.aws.ses_client import SesClient
+from proxy.aws.sendraw import SendOptions
+from proxy.aws.ses_client import Sender, SesClient
 from proxy.delivery import DeliveryError
+from proxy.delivery.ses import failure_of
 from proxy.delivery.ses_errors import classify, unreachable
 from proxy.settings import ConfigError, Settings
 
@@ -148,7 +157,9 @@ def _duration(seconds: float) -> str:
 # ---------------------------------------------------------------------------
 
 
-def unreadable_line(subject: str, action: str, failed: CallFailed) -> Line:
+def unreadable_line(
+    subject: str, action: str, failed: CallFailed, send_action: str = "ses:SendRawEmail"
+) -> Line:
     """A read call that failed: a warning if the role may not read it, else a failure."""
     if failed.denied:
         return Line(
@@ -156,7 +167,7 @@ def unreadable_line(subject: str, action: str, failed: CallFailed) -> Line:
             subject,
             f"cannot check, the credential may not call {action} (AccessDenied) — "
             f"grant {action} to let doctor check it (the relay itself needs only "
-            "ses:SendRawEmail)",
+            f"{send_action})",
         )
     error = failed.as_delivery_error()
     if failed.http_status is None:
@@ -488,11 +499,21 @@ def probe_message(sender: str, to: str, now: datetime, hostname: str) -> bytes:
     return message.as_bytes()
 
 
-def probe_line(to: str, result: str | DeliveryError) -> Line:
-    """The outcome of the test SendRawEmail: SES's MessageId, or the relay's class."""
+def probe_line(to: str, result: str | DeliveryError, api: str = "v1") -> Line:
+    """The outcome of the test send: SES's MessageId, or the relay's class."""
     subject = f"test send to {to}"
     if isinstance(result, str):
         return Line(OK, subject, f"MessageId {result}")
+    if api == "v2" and result.reason == "denied":
+        return Line(
+            FAIL,
+            subject,
+            f"not sent (denied): the credential may not call ses:SendEmail, which ses.api: v2 "
+            "sends with; a policy written for v1 allows only ses:SendRawEmail — allow "
+            "ses:SendEmail (and ses:GetAccount) on the same resources: `ses-proxy iam-policy "
+            f"-c FILE` prints the policy for this config; the relay would answer "
+            f"{result.reply!r} — {result.detail}",
+        )
     return Line(
         FAIL,
         subject,
@@ -601,6 +622,27 @@ async def _check_sending(client: SESClient) -> Line:
     return sending_line(bool(answer["Enabled"]))
 
 
+async def _check_account_v2(client: Any, settings: Settings) -> list[Line]:
+    """Sending and the quota from one v2 GetAccount."""
+    answer = await _ask(client.get_account())
+    if isinstance(answer, CallFailed):
+        return [
+            unreadable_line(subject, "ses:GetAccount", answer, "ses:SendEmail")
+            for subject in ("account sending", "quota")
+        ]
+    quota = answer.get("SendQuota", {})
+    configured = settings.rate.max_send_rate
+    return [
+        sending_line(bool(answer.get("SendingEnabled"))),
+        *quota_lines(
+            quota.get("MaxSendRate", 0.0),
+            quota.get("Max24HourSend", 0.0),
+            quota.get("SentLast24Hours", 0.0),
+            None if isinstance(configured, str) else configured,
+        ),
+    ]
+
+
 async def _check_quota(client: SESClient, settings: Settings) -> list[Line]:
     answer = await _ask(client.get_send_quota())
     if isinstance(answer, CallFailed):
@@ -614,7 +656,8 @@ async def _check_quota(client: SESClient, settings: Settings) -> list[Line]:
     )
 
 
-async def _test_send(client: SESClient, settings: Settings, to: str) -> Line:
+def _probe(settings: Settings, to: str) -> tuple[str, bytes] | Line:
+    """The test message's sender and bytes, or the line saying why there is none."""
     subject = f"test send to {to}"
     sender = probe_sender(settings.policy.allowed_senders)
     if sender is None:
@@ -631,7 +674,32 @@ async def _test_send(client: SESClient, settings: Settings, to: str) -> Line:
             "not in policy.allowed_recipients, so the relay would refuse it: not sent; "
             "pick an allowed recipient",
         )
-    raw = probe_message(sender, to, datetime.now(UTC), socket.gethostname())
+    return sender, probe_message(sender, to, datetime.now(UTC), socket.gethostname())
+
+
+async def _test_send_v2(sender: Sender, settings: Settings, to: str) -> Line:
+    """The test message on the relay's own lean SendEmail path."""
+    probe = _probe(settings, to)
+    if isinstance(probe, Line):
+        return probe
+    source, raw = probe
+    try:
+        message_id = await sender.send(
+            source, [to], raw, SendOptions(configuration_set=settings.ses.configuration_set)
+        )
+    except Exception as error:
+        failure = failure_of(error)
+        if failure is None:
+            raise
+        return probe_line(to, failure, "v2")
+    return probe_line(to, message_id, "v2")
+
+
+async def _test_send(client: SESClient, settings: Settings, to: str) -> Line:
+    probe = _probe(settings, to)
+    if isinstance(probe, Line):
+        return probe
+    sender, raw = probe
     configuration_set = settings.ses.configuration_set
     call = (
         client.send_raw_email(
@@ -660,6 +728,20 @@ async def checks(client: SESClient, settings: Settings, to: str | None) -> Async
         yield line
     if to is not None:
         yield await _test_send(client, settings, to)
+
+
+async def checks_v2(
+    reads: SESClient, account: Any, sender: Sender, settings: Settings, to: str | None
+) -> AsyncIterator[Line]:
+    """The same checklist for `ses.api: v2` (see the module docstring)."""
+    for line in await _check_identities(reads, settings):
+        yield line
+    for line in await _check_configuration_sets(reads, settings):
+        yield line
+    for line in await _check_account_v2(account, settings):
+        yield line
+    if to is not None:
+        yield await _test_send_v2(sender, settings, to)
 
 
 def _recipient(send_test_to: str) -> str:
@@ -697,8 +779,14 @@ async def run_doctor(
         assert ses.credential_source is not None
         assert ses.api is not None
         emit(credential_line(ses.credential_source, ses.credential_expiry(), datetime.now(UTC)))
-        async for line in checks(ses.api, settings, to):
-            emit(line)
+        if settings.ses.api == "v2":
+            assert ses.sender is not None
+            lines_v2 = checks_v2(await ses.v1_api(), ses.api, ses.sender, settings, to)
+            async for line in lines_v2:
+                emit(line)
+        else:
+            async for line in checks(ses.api, settings, to):
+                emit(line)
     finally:
         await ses.close()
     return exit_code(lines)

@@ -10,8 +10,8 @@ Two sources of findings, one line each (`FILE: SEVERITY CODE: message — fix: .
   not exist (ses:RequireTLS, ses:MessageSize: an Allow naming them never matches,
   so it denies every send), bad CIDRs, no aws:SourceIp, single-valued or
   ForAnyValue operators on the multivalued ses:Recipients, wildcard resources,
-  actions beyond sending (ses:GetSendQuota, read-only, is what pacing needs, and its
-  Resource can only be "*": neither is a finding).
+  actions beyond sending (ses:GetSendQuota, or v2's ses:GetAccount, read-only, is what
+  pacing needs, and its Resource can only be "*": neither is a finding).
 
 Exit codes: 0 clean, 1 findings, 2 a file unreadable or not JSON (with line:col).
 """
@@ -32,9 +32,10 @@ from proxy.iam.evaluate import glob_match
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
+# ses:SendEmail is SES v2's SendEmail, which `ses.api: v2` sends raw messages with.
 SEND_ACTIONS = ("ses:SendRawEmail", "ses:SendEmail")
 # Read-only actions the proxy calls besides sending; none has resource-level permissions.
-READ_ACTIONS = ("ses:GetSendQuota",)
+READ_ACTIONS = ("ses:GetSendQuota", "ses:GetAccount")
 SES_SEND_KEYS = (
     "ses:FromAddress, ses:FromDisplayName, ses:Recipients, ses:FeedbackAddress, "
     "ses:ApiVersion and the globals aws:SourceIp, aws:SecureTransport, aws:SourceVpce"
@@ -175,7 +176,9 @@ def check_document(document: Any) -> list[Finding]:
 
 
 def _check_actions(label: str, statement: Mapping[str, Any]) -> list[Finding]:
-    fix = "allow only ses:SendRawEmail (the one call the proxy makes; ses:SendEmail for SES v2)"
+    fix = (
+        "allow only ses:SendRawEmail (the one call the proxy makes; ses:SendEmail with ses.api: v2)"
+    )
     if "NotAction" in statement:
         return [
             Finding(
@@ -352,10 +355,14 @@ def _check_recipients(label: str, name: str, op: _Operator, *, allow: bool) -> l
 
 _PARLIAMENT_FIXES = {
     "UNKNOWN_CONDITION_FOR_ACTION": (
-        f"condition keys apply per action; for ses:SendRawEmail use {SES_SEND_KEYS}"
+        f"condition keys apply per action; for ses:SendRawEmail and ses:SendEmail use "
+        f"{SES_SEND_KEYS}"
     ),
     "INVALID_ARN": "write arn:aws:ses:REGION:ACCOUNT(12 digits):identity/NAME",
-    "UNKNOWN_ACTION": "check the spelling: the sending action is ses:SendRawEmail",
+    "UNKNOWN_ACTION": (
+        "check the spelling: the sending action is ses:SendRawEmail (ses:SendEmail with "
+        "ses.api: v2)"
+    ),
     "UNKNOWN_PREFIX": "check the service prefix: SES is ses",
     "RESOURCE_STAR": "name the resources the actions need",
     "RESOURCE_EFFECTIVELY_STAR": "name the resources the actions need",

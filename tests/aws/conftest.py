@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests of the lean SendRawEmail path."""
+"""Fixtures shared by the tests of the lean send paths (v1 SendRawEmail, v2 SendEmail)."""
 
 from __future__ import annotations
 
@@ -21,5 +21,18 @@ def paths(
     credentials."""
     container_credentials.apply_env(monkeypatch)
     both = Paths(fake_aws.url, fake_aws.region)
+    yield both
+    both.close()
+
+
+@pytest.fixture
+def paths_v2(
+    fake_aws: FakeAWS,
+    container_credentials: FakeContainerCredentials,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Paths]:
+    """The same, for `ses.api: v2` (SendEmail)."""
+    container_credentials.apply_env(monkeypatch)
+    both = Paths(fake_aws.url, fake_aws.region, api="v2")
     yield both
     both.close()

@@ -1,6 +1,7 @@
-"""Both SendRawEmail paths of one started SesClient, driven from synchronous tests.
+"""Both send paths of one started SesClient, driven from synchronous tests.
 
-`stock` is aiobotocore's `send_raw_email`; `lean` is proxy/aws/sendraw.py. Each call
+`stock` is aiobotocore's `send_raw_email` (v1) or `send_email` (v2); `lean` is
+proxy/aws/sendraw.py or sendemail.py, as `ses.api` says. Each call
 returns ("ok", MessageId) or ("error", reason, SMTP reply) as SesDelivery would
 classify what was raised (delivery/ses.failure_of), so both can be compared.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from proxy.aws.sendraw import SendOptions
 from proxy.aws.ses_client import SesClient
@@ -20,10 +21,15 @@ Outcome = tuple[str, ...]
 
 
 class Paths:
-    def __init__(self, endpoint_url: str, region: str = "eu-west-3") -> None:
+    def __init__(
+        self, endpoint_url: str, region: str = "eu-west-3", api: Literal["v1", "v2"] = "v1"
+    ) -> None:
         self.loop = asyncio.new_event_loop()
+        self.api = api
         self.client = SesClient(
-            SesSettings(region=region, endpoint_url=endpoint_url, allow_insecure_endpoint=True),
+            SesSettings(
+                region=region, endpoint_url=endpoint_url, allow_insecure_endpoint=True, api=api
+            ),
             session_policy=None,
         )
         self.loop.run_until_complete(self.client.start())
@@ -47,25 +53,34 @@ class Paths:
     ) -> Outcome:
         api = self.client.api
         assert api is not None
-        params: dict[str, Any] = {
-            "Source": source,
-            "Destinations": list(destinations),
-            "RawMessage": {"Data": raw},
-        }
+        params: dict[str, Any]
+        if self.api == "v2":
+            params = {
+                "FromEmailAddress": source,
+                "Destination": {"ToAddresses": list(destinations)},
+                "Content": {"Raw": {"Data": raw}},
+            }
+        else:
+            params = {
+                "Source": source,
+                "Destinations": list(destinations),
+                "RawMessage": {"Data": raw},
+            }
         if config_set is not None:
             params["ConfigurationSetName"] = config_set
 
         async def call() -> str:
-            response = await api.send_raw_email(**params)
-            return response["MessageId"]
+            send = api.send_email if self.api == "v2" else api.send_raw_email
+            response = await send(**params)
+            return str(response["MessageId"])
 
         return self._outcome(call())
 
     def lean(
         self, source: str, destinations: Sequence[str], raw: bytes, config_set: str | None
     ) -> Outcome:
-        sendraw = self.client.sendraw
-        assert sendraw is not None
+        sender = self.client.sender
+        assert sender is not None
         return self._outcome(
-            sendraw.send(source, destinations, raw, SendOptions(configuration_set=config_set))
+            sender.send(source, destinations, raw, SendOptions(configuration_set=config_set))
         )

@@ -8,6 +8,7 @@ the fake SES checks the signature of what it forwards.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import aiohttp
 import pytest
@@ -69,8 +70,8 @@ def forward_proxy(
         yield proxy
 
 
-def _send_lean(fake_aws: FakeAWS) -> tuple[str, ...]:
-    paths = Paths(fake_aws.url, fake_aws.region)
+def _send_lean(fake_aws: FakeAWS, api: Literal["v1", "v2"] = "v1") -> tuple[str, ...]:
+    paths = Paths(fake_aws.url, fake_aws.region, api)
     try:
         return paths.lean("a@example.com", ["b@example.net"], _MESSAGE, None)
     finally:
@@ -102,3 +103,18 @@ def test_no_proxy_naming_the_endpoint_sends_straight_to_ses(
     assert outcome[0] == "ok", outcome
     assert _ses_requests(forward_proxy, fake_aws) == []
     assert [m.raw for m in fake_aws.sent] == [_MESSAGE]
+
+
+def test_a_proxy_carries_v2s_send_email_and_its_json_errors(
+    fake_aws: FakeAWS, forward_proxy: ForwardProxy
+) -> None:
+    outcome = _send_lean(fake_aws, "v2")
+    assert outcome[0] == "ok", outcome
+    url = f"{fake_aws.url}/v2/email/outbound-emails"
+    assert _ses_requests(forward_proxy, fake_aws) == [("POST", url)]
+    assert [m.raw for m in fake_aws.sent] == [_MESSAGE]
+    # The error type comes in a header, whatever case the proxy's HTTP stack gives it.
+    fake_aws.inject("message_rejected")
+    assert _send_lean(fake_aws, "v2")[:2] == ("error", "rejected")
+    fake_aws.inject("config_set_missing")
+    assert _send_lean(fake_aws, "v2")[:2] == ("error", "config")

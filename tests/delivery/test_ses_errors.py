@@ -48,6 +48,58 @@ from proxy.delivery.ses_errors import classify
         ),
         ("InternalFailure", "", 500, False, "unavailable", "451 4.4.1"),
         ("ServiceUnavailable", "", 503, False, "unavailable", "451 4.4.1"),
+        # SES v2 (SendEmail): the codes of botocore's sesv2 model (MessageRejected and
+        # MailFromDomainNotVerifiedException are above: v1 has them too).
+        (
+            "TooManyRequestsException",
+            "Maximum sending rate exceeded.",
+            429,
+            False,
+            "throttled",
+            "451 4.4.5",
+        ),
+        (
+            "TooManyRequestsException",
+            "Daily message quota exceeded.",
+            429,
+            False,
+            "quota",
+            "451 4.4.5",
+        ),
+        ("InvalidSignatureException", "signature", 403, False, "credentials", "451 4.7.0"),
+        ("UnrecognizedClientException", "token", 403, False, "credentials", "451 4.7.0"),
+        (
+            "LimitExceededException",
+            "Maximum sending rate exceeded.",
+            400,
+            False,
+            "throttled",
+            "451 4.4.5",
+        ),
+        (
+            "LimitExceededException",
+            "Daily message quota exceeded.",
+            400,
+            False,
+            "quota",
+            "451 4.4.5",
+        ),
+        ("SendingPausedException", "sending paused", 400, False, "paused", "451 4.3.2"),
+        ("AccountSuspendedException", "suspended", 400, False, "paused", "451 4.3.2"),
+        (
+            "NotFoundException",
+            "Configuration set x does not exist.",
+            404,
+            False,
+            "config",
+            "451 4.3.5",
+        ),
+        ("BadRequestException", "Missing required field", 400, True, "invalid", "554 5.6.0"),
+        ("AccessDeniedException", "User is not authorized", 403, False, "denied", "451 4.7.1"),
+        # A 5xx is SES's own failure, whatever code it carries, or none.
+        ("500", "Internal Server Error", 500, False, "unavailable", "451 4.4.1"),
+        ("BadRequestException", "Service Unavailable", 503, False, "unavailable", "451 4.4.1"),
+        ("MessageRejected", "internal error", 500, False, "unavailable", "451 4.4.1"),
     ],
 )
 def test_contract_classes(
@@ -73,7 +125,9 @@ def test_anything_unknown_is_transient_and_leaks_nothing(
             "InvalidParameterValue",
             "InvalidParameterCombination",
             "ValidationError",
+            "BadRequestException",
         }
+        assert status is None or status < 500
     else:
         assert error.reply.startswith("451 4.")
     assert error.reply.isascii()

@@ -14,7 +14,8 @@ from typing import Self
 
 from aiohttp import web
 
-# Large enough for a 10 MiB raw message, base64-encoded then form-encoded (~14 MiB).
+# Large enough for a 40 MiB raw message in v2's base64 JSON (~53.4 MiB); v1's 10 MiB,
+# base64-encoded then form-encoded, is ~14 MiB.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 

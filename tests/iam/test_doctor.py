@@ -604,3 +604,78 @@ def test_every_configuration_set_named_is_checked(doctor: Doctor, fake_aws: Fake
     assert missing.startswith("FAIL  configuration set billing-bounces: does not exist")
     assert "fix clients[0].allowed_configuration_sets" in missing
     assert result.returncode == 1
+
+
+# ---------------------------------------------------------------- ses.api: v2
+
+V2 = {"ses": {"api": "v2"}}
+
+
+def test_v2_all_green_reads_the_account_with_get_account(doctor: Doctor, fake_aws: FakeAWS) -> None:
+    fake_aws.sent_last_24h = 1234
+    result = doctor(V2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _lines(result.stdout)[1:] == [
+        "ok    identity example.com: verified (covers noreply@example.com)",
+        "ok    identity example.org: verified",
+        "ok    identity example.com: DKIM enabled",
+        "ok    identity example.org: DKIM enabled",
+        "ok    configuration set tls-required: exists, TLS policy Require",
+        "ok    account sending: enabled",
+        "ok    quota: 14/s, 1,234 of 50,000 sent in the last 24 h (2 %)",
+    ]
+    actions = {r.action for r in fake_aws.requests}
+    assert "GetAccount" in actions
+    assert not actions & {"GetSendQuota", "GetAccountSendingEnabled", "SendRawEmail"}
+
+
+def test_v2_sending_paused_fails(doctor: Doctor, fake_aws: FakeAWS) -> None:
+    fake_aws.sending_enabled = False
+    result = doctor(V2)
+    assert result.returncode == 1
+    assert _status_of(result.stdout, "account sending") == ["FAIL"]
+
+
+def test_v2_send_test_goes_out_with_send_email(doctor: Doctor, fake_aws: FakeAWS) -> None:
+    result = doctor(V2, "--send-test", "You@Example.NET")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [sent] = fake_aws.sent
+    assert (sent.source, sent.destinations) == ("noreply@example.com", ["you@example.net"])
+    assert sent.configuration_set == "tls-required"
+    [send] = [r for r in fake_aws.requests if r.action in ("SendEmail", "SendRawEmail")]
+    assert send.action == "SendEmail"
+    assert _lines(result.stdout)[-1] == (
+        f"ok    test send to you@example.net: MessageId {sent.message_id}"
+    )
+
+
+def test_v2_a_credential_denied_send_email_is_told_the_fix(
+    doctor: Doctor, fake_aws: FakeAWS
+) -> None:
+    # A role whose policy was written for v1: SendRawEmail allowed, SendEmail not.
+    fake_aws.denied_actions = {"SendEmail", "GetAccount"}
+    result = doctor(V2, "--send-test", "you@example.net")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert fake_aws.sent == []
+    last = _lines(result.stdout)[-1]
+    assert last.startswith(
+        "FAIL  test send to you@example.net: not sent (denied): the credential may not call "
+        "ses:SendEmail, which ses.api: v2 sends with; a policy written for v1 allows only "
+        "ses:SendRawEmail — allow ses:SendEmail (and ses:GetAccount)"
+    )
+    assert "ses-proxy iam-policy" in last
+    assert "451 4.7.1" in last
+    for subject in ("account sending", "quota"):
+        [line] = [line for line in _lines(result.stdout) if f" {subject}: " in line]
+        assert line.startswith(f"warn  {subject}: cannot check")
+        assert "grant ses:GetAccount " in line
+        assert "needs only ses:SendEmail" in line
+
+
+def test_v1_denied_send_raw_email_keeps_the_plain_line(doctor: Doctor, fake_aws: FakeAWS) -> None:
+    fake_aws.denied_actions = {"SendRawEmail"}
+    result = doctor({}, "--send-test", "you@example.net")
+    assert result.returncode == 1
+    last = _lines(result.stdout)[-1]
+    assert last.startswith("FAIL  test send to you@example.net: not sent (denied): the relay")
+    assert "ses:SendEmail" not in last

@@ -19,6 +19,7 @@ from proxy.iam.generate import (
     policy_warnings,
     render_cloudformation,
     render_terraform,
+    session_policy,
 )
 from proxy.iam.lint import lint_text
 from proxy.settings import ConfigError, Settings
@@ -294,3 +295,93 @@ def test_every_configuration_set_and_identity_arn_named_anywhere_is_a_resource()
         f"{arn}:configuration-set/billing-events",
         f"{arn}:configuration-set/billing-bounces",
     ]
+
+
+# ---------------------------------------------------------------- ses.api: v2
+
+
+def _v2(**kwargs: Any) -> Any:
+    return make_settings(api="v2", **kwargs)
+
+
+def test_v2_allows_send_email_and_get_account_under_v1s_conditions() -> None:
+    kwargs: dict[str, Any] = {
+        "recipients": ["*@example.com"],
+        "source_ips": ["203.0.113.7/32"],
+        "configuration_set": "relay",
+    }
+    v1 = build_policy(make_settings(**kwargs), ACCOUNT)
+    v2 = build_policy(_v2(**kwargs), ACCOUNT)
+    send, quota = v2["Statement"]
+    assert (send["Sid"], send["Action"]) == ("SesProxySendEmail", "ses:SendEmail")
+    assert (quota["Sid"], quota["Action"], quota["Resource"]) == (
+        "SesProxyGetAccount",
+        "ses:GetAccount",
+        "*",
+    )
+    # Only the actions differ: the same identities, configuration set and conditions.
+    for v1_statement, v2_statement in zip(v1["Statement"], v2["Statement"], strict=True):
+        assert {k: v for k, v in v1_statement.items() if k not in ("Sid", "Action")} == {
+            k: v for k, v in v2_statement.items() if k not in ("Sid", "Action")
+        }
+    assert "SendRawEmail" not in json.dumps(v2)
+    assert "GetSendQuota" not in json.dumps(v2)
+
+
+def test_v2_policy_authorizes_send_email_not_send_raw_email() -> None:
+    policy = build_policy(_v2(), ACCOUNT)
+    context = {
+        "ses:FromAddress": "noreply@example.com",
+        "aws:SourceIp": "203.0.113.7",
+        "aws:SecureTransport": "true",
+    }
+    identity = f"{ARN}:identity/example.com"
+    assert evaluate(policy, Request("ses:SendEmail", identity, context)) is Decision.ALLOW
+    assert (
+        evaluate(policy, Request("ses:SendRawEmail", identity, context)) is Decision.IMPLICIT_DENY
+    )
+    assert evaluate(policy, Request("ses:GetAccount", "*", context)) is Decision.ALLOW
+
+
+def test_v2_policy_lints_clean() -> None:
+    settings = _v2(recipients=["*@example.com"], configuration_set="relay")
+    assert lint_text(json.dumps(build_policy(settings, ACCOUNT))) == []
+
+
+def test_v2_session_policy_is_the_v2_policy() -> None:
+    settings = _v2(role_arn=f"arn:aws:iam::{ACCOUNT}:role/ses-proxy")
+    text = session_policy(settings)
+    assert text is not None
+    assert json.loads(text) == build_policy(settings, ACCOUNT, allow_any_source_ip=True)
+    assert '"ses:SendEmail"' in text
+    assert "SendRawEmail" not in text
+
+
+@pytest.mark.parametrize("account", [ACCOUNT, None])
+def test_v2_cloudformation_passes_cfn_lint(tmp_path: Path, account: str | None) -> None:
+    settings = _v2(recipients=["*@example.com"], configuration_set="relay")
+    text = render_cloudformation(settings, account)
+    template = json.loads(text)
+    document = template["Resources"]["SesProxyRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    assert [s["Action"] for s in document["Statement"]] == ["ses:SendEmail", "ses:GetAccount"]
+    if account is not None:
+        assert document == build_policy(settings, ACCOUNT)
+    assert "ses:SendEmail" in template["Description"]
+    assert "SendRawEmail" not in text
+    path = tmp_path / "template.json"
+    path.write_text(text, encoding="utf-8")
+    result = cfn_lint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_v2_terraform_carries_the_v2_policy() -> None:
+    settings = _v2(recipients=["*@example.com"], configuration_set="relay")
+    text = render_terraform(settings, ACCOUNT)
+    parsed = hcl2.loads(text)
+    policy_block = next(
+        b['"aws_iam_policy"'] for b in parsed["resource"] if '"aws_iam_policy"' in b
+    )
+    expression = policy_block['"ses_proxy_send"']["policy"]
+    inner = expression[len("${jsonencode(") : -len(")}")]
+    assert json.loads(inner.replace('" = ', '": ')) == build_policy(settings, ACCOUNT)
+    assert "SendRawEmail" not in text

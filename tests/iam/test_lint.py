@@ -166,6 +166,18 @@ def test_reading_the_send_quota_on_star_is_not_a_finding() -> None:
     assert "RESOURCE_WILDCARD" in found
 
 
+def test_v2s_send_email_and_get_account_are_what_the_relay_calls() -> None:
+    # ses.api: v2 sends with ses:SendEmail and reads the quota with ses:GetAccount.
+    assert lint_text(policy("ses:SendEmail")) == []
+    from_hosts = {"IpAddress": {"aws:SourceIp": "203.0.113.7/32"}}
+    assert lint_text(policy("ses:GetAccount", "*", from_hosts)) == []
+    # ses:SendEmail is judged as a sending action: no source restriction is a finding.
+    assert "NO_SOURCE_IP" in codes(
+        policy("ses:SendEmail", condition={"StringLike": GOOD_CONDITION["StringLike"]})
+    )
+    assert "RESOURCE_WILDCARD" in codes(policy("ses:SendEmail", "*"))
+
+
 @pytest.mark.parametrize(
     "action", ["ses:*", "ses:Send*", "*", ["ses:SendRawEmail", "ses:SendBounce"]]
 )
