@@ -2,12 +2,12 @@
 
 tests/fakes/aws.py answers like SES in every detail and is what behaviour tests use;
 it is too slow to stand in front of a relay doing thousands of messages a second.
-This one knows SendRawEmail and GetSendQuota only, still verifies every SigV4
-signature (with tests/fakes/sigv4.py, which shares no code with botocore or the
-relay; a SendRawEmail's once its answer is written, so that the check adds nothing
-to the latency measured, and a bad one is counted, never as a message), and records
-each message's recipients so the benchmark can check that every message arrived
-exactly once. `--latency-ms` delays every answer.
+This one knows SendRawEmail and GetSendQuota (and v2's SendEmail and GetAccount)
+only, still verifies every SigV4 signature (with tests/fakes/sigv4.py, which shares
+no code with botocore or the relay; a send's once its answer is written, so that the
+check adds nothing to the latency measured, and a bad one is counted, never as a
+message), and records each message's recipients so the benchmark can check that
+every message arrived exactly once. `--latency-ms` delays every answer.
 
 Control: GET /__stats (JSON), POST /__reset. GET /__credentials is a container-credentials
 endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) serving the credential the fake checks,
@@ -114,6 +114,14 @@ def parse_form(body: bytes) -> tuple[dict[str, str], bytes | None]:
     return params, raw
 
 
+V2_SEND_PATH = "/v2/email/outbound-emails"
+V2_ACCOUNT_PATH = "/v2/email/account"
+
+
+def _message_id() -> str:
+    return f"0107{int(time.time() * 1000):012x}-{uuid.uuid4()}-000000"
+
+
 class FakeSes:
     def __init__(self, secret: Secret, latency: float) -> None:
         self.secret = secret
@@ -170,6 +178,20 @@ class FakeSes:
             return _response(200, b"{}", "application/json"), None
         if b"Action=SendRawEmail&" in body:
             return self._sent_raw_email(), lambda: self._record(method, target, headers, body)
+        if target == V2_SEND_PATH:
+            answer = json.dumps({"MessageId": _message_id()}).encode()
+            return _response(200, answer, "application/json"), lambda: self._record_v2(
+                method, target, headers, body
+            )
+        if target == V2_ACCOUNT_PATH:
+            if not self.verified(method, target, headers, body):
+                self.stats.bad_signatures += 1
+                return _error(403, "SignatureDoesNotMatch", "The request signature is wrong."), None
+            self.stats.quota_calls += 1
+            quota = {"Max24HourSend": 1e9, "MaxSendRate": 1e6, "SentLast24Hours": 0.0}
+            return _response(
+                200, json.dumps({"SendQuota": quota}).encode(), "application/json"
+            ), None
         try:
             params, _ = parse_form(body)
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -190,8 +212,25 @@ class FakeSes:
         return _error(400, "InvalidAction", f"Could not find operation {action}"), None
 
     def _sent_raw_email(self) -> bytes:
-        message_id = f"0107{int(time.time() * 1000):012x}-{uuid.uuid4()}-000000"
-        return _ok("SendRawEmail", f"<MessageId>{message_id}</MessageId>")
+        return _ok("SendRawEmail", f"<MessageId>{_message_id()}</MessageId>")
+
+    def _record_v2(
+        self, method: str, target: str, headers: dict[str, list[str]], body: bytes
+    ) -> None:
+        """A SESv2 SendEmail already answered, counted as `_record` counts v1's."""
+        try:
+            document = json.loads(body)
+            raw = base64.b64decode(document["Content"]["Raw"]["Data"], validate=True)
+            destinations = document["Destination"]["ToAddresses"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            self.stats.errors += 1
+            return
+        if not self.verified(method, target, headers, body):
+            self.stats.bad_signatures += 1
+            return
+        self.stats.messages += 1
+        self.stats.raw_bytes += len(raw)
+        self.stats.recipients[",".join(destinations)] += 1
 
     def _record(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> None:
         """A SendRawEmail already answered: a malformed form or a bad signature is

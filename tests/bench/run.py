@@ -212,6 +212,7 @@ class Relay(Measured):
         relay_root: Path,
         monitor: bool = True,
         auth: bool = False,
+        api: str = "v1",
     ) -> None:
         self.monitor = monitor
         self.smtp_port = free_port()
@@ -230,6 +231,7 @@ class Relay(Measured):
                 "region": "eu-west-3",
                 "endpoint_url": fake.ses_url,
                 "allow_insecure_endpoint": fake.ca_bundle is None,
+                "api": api,
             },
             "metrics": {"host": HOST, "port": self.metrics_port},
             "logging": {"format": "json", "level": "info"},
@@ -492,11 +494,17 @@ class Bench:
     quick: bool
     driver: str
     profile: Path | None = None
+    api: str = "v1"  # ses.api of every relay: --api
     round: int = 1  # which of the runs is going: names its work directory and profile
 
     @contextlib.contextmanager
     def relay(
-        self, name: str, floor: bool = False, monitor: bool = True, auth: bool = False
+        self,
+        name: str,
+        floor: bool = False,
+        monitor: bool = True,
+        auth: bool = False,
+        api: str | None = None,
     ) -> Iterator[Measured]:
         """The relay (or, with `floor`, tests/bench/floor.py), warmed up."""
         slug = "".join(c if c.isalnum() else "-" for c in name)
@@ -506,7 +514,9 @@ class Bench:
         if floor:
             relay = Floor(self.fake, self.credential, self.relay_root)
         else:
-            relay = Relay(workdir, self.fake, self.loop, self.relay_root, monitor, auth)
+            relay = Relay(
+                workdir, self.fake, self.loop, self.relay_root, monitor, auth, api or self.api
+            )
         try:
             # Warm up (imports, connection pool), then measure from a clean slate.
             result = asyncio.run(
@@ -565,8 +575,9 @@ class Bench:
         floor: bool = False,
         monitor: bool = True,
         auth: bool = False,
+        api: str | None = None,
     ) -> Row:
-        with self.relay(name, floor, monitor, auth) as relay, self.profiled(name, relay):
+        with self.relay(name, floor, monitor, auth, api) as relay, self.profiled(name, relay):
             (user0, system0), t0 = relay.cpu_split(), time.perf_counter()
             # The load generator runs in this process: its own collector's passes
             # would show up as the relay's latency. Collected between loads instead.
@@ -707,6 +718,20 @@ class Bench:
 
         return self.measure("10 MB beside 2 KB x4 (stall)", run)
 
+    def stall_40mb(self) -> Row:
+        """Issue 16 (ses.api v2): a 40 MB message beside 4 sessions of 2 KB; the loop's
+        longest stall should stay under 20 ms."""
+
+        def run(relay: Measured) -> tuple[int, list[float]]:
+            big, small = asyncio.run(
+                loadgen.beside(HOST, relay.smtp_port, 40 * 1024 * 1024, 1, 4, "stall40")
+            )
+            if big.failed or small.failed:
+                print(f"  failed: {(big.errors + small.errors)[:3]}", file=sys.stderr)
+            return big.sent + small.sent, small.latencies
+
+        return self.measure("40 MB beside 2 KB x4 (stall, v2)", run, api="v2")
+
     def memory(self) -> Row:
         """Issue 16: 20 sessions each send 10 MB at once with the default
         max_inflight_bytes: the peak RSS stays within the relay's base plus the budget
@@ -776,6 +801,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the tree whose proxy/ package runs (to compare versions)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake SES")
+    parser.add_argument(
+        "--api", choices=["v1", "v2"], default=None, help="ses.api (default v1; stall40 is v2)"
+    )
     parser.add_argument("--driver", choices=["auto", "smtp-source", "asyncio"], default="auto")
     parser.add_argument(
         "--profile",
@@ -798,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="*",
         default=None,
-        help="reused new auth 1mib latency stall memory idle floor",
+        help="reused new auth 1mib latency stall stall40 memory idle floor",
     )
     args = parser.parse_args(argv)
     driver = args.driver
@@ -820,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
             args.quick,
             driver,
             args.profile,
+            args.api or "v1",
         )
         if args.one_cpu:
             # The relays and floors start later, from this process: they inherit CPU 0
@@ -840,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency": bench.latency,
             "stall": bench.stall,
             "memory": bench.memory,
+            "stall40": bench.stall_40mb,
             "idle": bench.idle,
             "floor": bench.floor,
         }
