@@ -1,10 +1,13 @@
 """The proxy's local checks and IAM, over the generated policy, decide the same.
 
-Local: the sender matches an allowed pattern, every recipient matches one, and the
-source address lies in ses.source_ips (proxy.addresses.matches_any, IAM StringLike
-case-insensitive). IAM: the independent evaluator on `build_policy`'s document, with
-the request SES would see: Source and Destinations lowercased (DESIGN.md), the
-identity of the sender's domain, and the configuration set when there is one.
+Local: the relay's own decisions (proxy.policy on the settings' rules): the sender and
+every recipient allowed. IAM: the independent evaluator on `build_policy`'s document,
+with the request SES would see: Source and Destinations lowercased (DESIGN.md), the
+identity of the sender's domain, the configuration set when there is one, and the
+address the request comes from. The relay never checks that address (it is its own
+host's): IAM must allow only from inside ses.source_ips, so the requests here come
+from inside them, from their first and last addresses, from just outside them and
+from anywhere.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.addresses import matches_any
 from proxy.iam.evaluate import Decision, Request, evaluate
 from proxy.iam.generate import build_policy
+from proxy.policy import Accepted, check_recipient, check_sender
 from proxy.settings import Settings
 from tests.iam.configs import ACCOUNT, config_data
 from tests.properties import examples
@@ -57,14 +60,37 @@ v6_networks = st.builds(
 networks = st.lists(st.one_of(v4_networks, v6_networks), min_size=1, max_size=3)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @st.composite
-def source_ip(draw: st.DrawFn, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
-    """An address inside one of the networks half of the time, anywhere otherwise."""
-    if draw(st.booleans()):
-        net = draw(st.sampled_from(nets))
-        offset = draw(st.integers(min_value=0, max_value=net.num_addresses - 1))
-        return str(net.network_address + offset)
-    return str(draw(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6))))
+def source_ip(draw: st.DrawFn, nets: list[Network]) -> str:
+    """An address inside one of the networks, at either end of one, just outside one,
+    or anywhere."""
+    net = draw(st.sampled_from(nets))
+    first, last = int(net.network_address), int(net.broadcast_address)
+    top = 2**net.max_prefixlen - 1
+    where = draw(st.sampled_from(["inside", "first", "last", "below", "above", "anywhere"]))
+    if where == "anywhere":
+        return str(draw(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6))))
+    value = {
+        "inside": draw(st.integers(first, last)),
+        "first": first,
+        "last": last,
+        "below": max(first - 1, 0),
+        "above": min(last + 1, top),
+    }[where]
+    return str(ipaddress.IPv4Address(value) if net.version == 4 else ipaddress.IPv6Address(value))
+
+
+def inside(ip: str, nets: tuple[Network, ...]) -> bool:
+    """Whether the address lies in one of the networks, by integer bounds."""
+    address = ipaddress.ip_address(ip)
+    return any(
+        address.version == net.version
+        and int(net.network_address) <= int(address) <= int(net.broadcast_address)
+        for net in nets
+    )
 
 
 @st.composite
@@ -90,12 +116,12 @@ def scenarios(draw: st.DrawFn) -> tuple[Settings, str, list[str], str]:
     return Settings(**config), sender, rcpts, draw(source_ip(nets))
 
 
-def local_allows(settings: Settings, sender: str, recipients: list[str], ip: str) -> bool:
-    address = ipaddress.ip_address(ip)
-    return (
-        matches_any(settings.policy.allowed_senders, sender)
-        and all(matches_any(settings.policy.allowed_recipients, r) for r in recipients)
-        and any(address in net for net in settings.ses.source_ips)
+def local_allows(settings: Settings, sender: str, recipients: list[str]) -> bool:
+    """The relay's own decisions on the envelope."""
+    rules = settings.policy.rules()
+    return isinstance(check_sender(rules, sender), Accepted) and all(
+        isinstance(check_recipient(rules, recipient, count), Accepted)
+        for count, recipient in enumerate(recipients)
     )
 
 
@@ -132,9 +158,27 @@ def iam_allows(settings: Settings, sender: str, recipients: list[str], ip: str) 
 @given(scenarios())
 def test_local_policy_and_iam_agree(scenario: tuple[Settings, str, list[str], str]) -> None:
     config, sender, recipients, ip = scenario
-    assert local_allows(config, sender, recipients, ip) == iam_allows(
-        config, sender, recipients, ip
+    expected = local_allows(config, sender, recipients) and inside(ip, config.ses.source_ips)
+    assert iam_allows(config, sender, recipients, ip) == expected
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    nets=networks,
+    sender=addresses,
+    recipients=st.lists(addresses, min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_iam_allows_an_allowed_message_only_from_inside_the_source_ips(
+    nets: list[Network], sender: str, recipients: list[str], data: st.DataObject
+) -> None:
+    # Where the source address alone decides: the relay would send this message.
+    config = Settings(
+        **config_data(senders=[sender], source_ips=[str(n) for n in nets], account_id=ACCOUNT)
     )
+    assert local_allows(config, sender, recipients)
+    ip = data.draw(source_ip(nets))
+    assert iam_allows(config, sender, recipients, ip) == inside(ip, config.ses.source_ips)
 
 
 @settings(max_examples=examples(50), deadline=None)
