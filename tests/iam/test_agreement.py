@@ -118,7 +118,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Settings, str, list[str], str]:
 
 def local_allows(settings: Settings, sender: str, recipients: list[str]) -> bool:
     """The relay's own decisions on the envelope."""
-    rules = settings.policy.rules()
+    rules = settings.default_rules()
     return isinstance(check_sender(rules, sender), Accepted) and all(
         isinstance(check_recipient(rules, recipient, count), Accepted)
         for count, recipient in enumerate(recipients)
