@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from proxy.iam.evaluate import Decision, Request, evaluate
 from proxy.iam.generate import build_policy
-from proxy.policy import Accepted, check_recipient, check_sender
+from proxy.policy import Accepted, Rejected, Verdict, check_recipient, check_sender
 from proxy.settings import Settings
 from tests.iam.configs import ACCOUNT, config_data
 from tests.properties import examples
@@ -116,13 +116,18 @@ def scenarios(draw: st.DrawFn) -> tuple[Settings, str, list[str], str]:
     return Settings(**config), sender, rcpts, draw(source_ip(nets))
 
 
-def local_allows(settings: Settings, sender: str, recipients: list[str]) -> bool:
-    """The relay's own decisions on the envelope."""
+def local_allows(settings: Settings, sender: str, recipients: list[str]) -> bool | None:
+    """The relay's own decisions on the envelope; None when it refuses an address as
+    syntax ("a@b", a pattern taken for a sender): no request reaches SES then, and IAM,
+    which cannot parse an address, has nothing to agree with."""
     rules = settings.default_rules()
-    return isinstance(check_sender(rules, sender), Accepted) and all(
-        isinstance(check_recipient(rules, recipient, count), Accepted)
-        for count, recipient in enumerate(recipients)
-    )
+    decisions = [check_sender(rules, sender)] + [
+        check_recipient(rules, recipient, count) for count, recipient in enumerate(recipients)
+    ]
+    syntax = (Verdict.SENDER_SYNTAX, Verdict.RECIPIENT_SYNTAX)
+    if any(isinstance(d, Rejected) and d.verdict in syntax for d in decisions):
+        return None
+    return all(isinstance(decision, Accepted) for decision in decisions)
 
 
 def iam_allows(settings: Settings, sender: str, recipients: list[str], ip: str) -> bool:
@@ -158,7 +163,9 @@ def iam_allows(settings: Settings, sender: str, recipients: list[str], ip: str) 
 @given(scenarios())
 def test_local_policy_and_iam_agree(scenario: tuple[Settings, str, list[str], str]) -> None:
     config, sender, recipients, ip = scenario
-    expected = local_allows(config, sender, recipients) and inside(ip, config.ses.source_ips)
+    local = local_allows(config, sender, recipients)
+    assume(local is not None)
+    expected = bool(local) and inside(ip, config.ses.source_ips)
     assert iam_allows(config, sender, recipients, ip) == expected
 
 
@@ -176,7 +183,7 @@ def test_iam_allows_an_allowed_message_only_from_inside_the_source_ips(
     config = Settings(
         **config_data(senders=[sender], source_ips=[str(n) for n in nets], account_id=ACCOUNT)
     )
-    assert local_allows(config, sender, recipients)
+    assert local_allows(config, sender, recipients) is True
     ip = data.draw(source_ip(nets))
     assert iam_allows(config, sender, recipients, ip) == inside(ip, config.ses.source_ips)
 
