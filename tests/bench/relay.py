@@ -87,12 +87,15 @@ def main() -> int:
     argv = sys.argv[1:]
     if argv[:1] == ["--loop"]:
         loop_name, argv = argv[1], argv[2:]
+        import proxy.eventloop
+
         if loop_name == "uvloop":
             import uvloop
 
-            import proxy.eventloop
-
             proxy.eventloop.new_event_loop = uvloop.new_event_loop
+        elif loop_name == "asyncio-no-poll":
+            # asyncio's own loop: the polling selector of proxy/eventloop.py judged.
+            proxy.eventloop.new_event_loop = asyncio.new_event_loop
     import proxy.server
     from proxy import cli
 

@@ -793,7 +793,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=int, default=None, help="runs per load, the table shows medians (3)"
     )
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "asyncio-no-poll", "uvloop"],
+        default="asyncio",
+        help="the relay's loop: asyncio with proxy/eventloop.py's polling selector, plain "
+        "asyncio, or uvloop",
+    )
     parser.add_argument(
         "--relay-root",
         type=Path,
