@@ -90,12 +90,11 @@ def aws_access_key_tail(username: str) -> str | None:
     return username[-4:] if _AWS_ACCESS_KEY_ID.fullmatch(username) else None
 
 
+# Loopback as `ipaddress` defines it: the one place AUTH may go unencrypted.
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
 def is_loopback(host: str) -> bool:
-    """Loopback, the one place AUTH may go unencrypted (RFC 4954 section 4)."""
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    """Loopback, the one place AUTH may go unencrypted (RFC 4954 section 4); an address
+    is read as admission reads it (policy.client_admitted)."""
+    return policy.client_admitted(_LOOPBACK, host)

@@ -45,6 +45,7 @@ from proxy.aws.ses_client import Sender, SesClient
 from proxy.delivery import DeliveryError
 from proxy.delivery.ses import failure_of
 from proxy.delivery.ses_errors import classify, unreachable
+from proxy.iam.generate import configuration_set_keys, sender_keys
 from proxy.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -206,17 +207,6 @@ def credential_line(source: CredentialSource, expiry: datetime | None, now: date
             "refreshes it on the next call; if this stays, the source serves stale credentials",
         )
     return Line(OK, "credentials", f"{what} (temporary), expires {stamp} (in {_duration(left)})")
-
-
-def sender_keys(settings: Settings) -> dict[str, str]:
-    """Every sender pattern of `policy` and the clients, with the keys that name it."""
-    named: dict[str, list[str]] = {}
-    for pattern in settings.policy.allowed_senders:
-        named.setdefault(pattern, []).append("policy.allowed_senders")
-    for index, client in enumerate(settings.clients):
-        for pattern in client.allowed_senders:
-            named.setdefault(pattern, []).append(f"clients[{index}].allowed_senders")
-    return {pattern: " and ".join(dict.fromkeys(keys)) for pattern, keys in named.items()}
 
 
 def sender_needs(patterns: Sequence[str]) -> list[SenderNeed]:
@@ -568,23 +558,6 @@ async def _check_identities(client: SESClient, settings: Settings) -> list[Line]
         for name, attrs in dkim_answer["DkimAttributes"].items():
             dkim[name.lower()] = (attrs["DkimEnabled"], attrs["DkimVerificationStatus"])
     return lines + dkim_lines(used, dkim)
-
-
-def configuration_set_keys(settings: Settings) -> dict[str, str]:
-    """Every configuration set a message may be sent with, and the keys that name it."""
-    named: dict[str, list[str]] = {}
-    if settings.ses.configuration_set is not None:
-        named.setdefault(settings.ses.configuration_set, []).append("ses.configuration_set")
-    for name in settings.policy.allowed_configuration_sets:
-        named.setdefault(name, []).append("policy.allowed_configuration_sets")
-    for index, client in enumerate(settings.clients):
-        if client.configuration_set is not None:
-            named.setdefault(client.configuration_set, []).append(
-                f"clients[{index}].configuration_set"
-            )
-        for name in client.allowed_configuration_sets:
-            named.setdefault(name, []).append(f"clients[{index}].allowed_configuration_sets")
-    return {name: " and ".join(dict.fromkeys(keys)) for name, keys in named.items()}
 
 
 async def _check_configuration_sets(client: SESClient, settings: Settings) -> list[Line]:

@@ -83,13 +83,21 @@ def identity_names(sender_patterns: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def sender_keys(settings: Settings) -> dict[str, str]:
+    """Every sender pattern of `policy` and the clients, with the keys that name it."""
+    named: dict[str, list[str]] = {}
+    for pattern in settings.policy.allowed_senders:
+        named.setdefault(pattern, []).append("policy.allowed_senders")
+    for index, client in enumerate(settings.clients):
+        for pattern in client.allowed_senders:
+            named.setdefault(pattern, []).append(f"clients[{index}].allowed_senders")
+    return {pattern: " and ".join(dict.fromkeys(keys)) for pattern, keys in named.items()}
+
+
 def all_senders(settings: Settings) -> list[str]:
     """The sender patterns of `policy` and of every client: they all share one role, so
     IAM allows their union and the relay draws each client's line locally."""
-    patterns = list(settings.policy.allowed_senders)
-    for client in settings.clients:
-        patterns += client.allowed_senders
-    return list(dict.fromkeys(patterns))
+    return list(sender_keys(settings))
 
 
 def all_recipients(settings: Settings) -> list[str]:
@@ -101,13 +109,27 @@ def all_recipients(settings: Settings) -> list[str]:
     return list(dict.fromkeys(patterns))
 
 
+def configuration_set_keys(settings: Settings) -> dict[str, str]:
+    """Every configuration set a message may be sent with, and the keys that name it."""
+    named: dict[str, list[str]] = {}
+    if settings.ses.configuration_set is not None:
+        named.setdefault(settings.ses.configuration_set, []).append("ses.configuration_set")
+    for name in settings.policy.allowed_configuration_sets:
+        named.setdefault(name, []).append("policy.allowed_configuration_sets")
+    for index, client in enumerate(settings.clients):
+        if client.configuration_set is not None:
+            named.setdefault(client.configuration_set, []).append(
+                f"clients[{index}].configuration_set"
+            )
+        for name in client.allowed_configuration_sets:
+            named.setdefault(name, []).append(f"clients[{index}].allowed_configuration_sets")
+    return {name: " and ".join(dict.fromkeys(keys)) for name, keys in named.items()}
+
+
 def all_configuration_sets(settings: Settings) -> list[str]:
     """Every configuration set a message may be sent with: ses.configuration_set, each
     client's own, and every one an X-SES-CONFIGURATION-SET header may choose."""
-    names = [settings.ses.configuration_set, *settings.policy.allowed_configuration_sets]
-    for client in settings.clients:
-        names += [client.configuration_set, *client.allowed_configuration_sets]
-    return list(dict.fromkeys(name for name in names if name is not None))
+    return list(configuration_set_keys(settings))
 
 
 def policy_warnings(settings: Settings, *, allow_any_source_ip: bool = False) -> list[str]:
