@@ -284,7 +284,7 @@ def test_container_relays_to_ses_and_writes_nothing(
     assert b"Subject: from the container" in sent.raw
     metrics = get_text(container_run.url + "/metrics")
     assert 'sesproxy_messages_sent_total{client="-"} 1.0' in metrics
-    assert 'sesproxy_messages_rejected_total{reason="sender"} 1.0' in metrics
+    assert 'sesproxy_messages_rejected_total{client="-",reason="sender"} 1.0' in metrics
 
     # The image's own HEALTHCHECK, run inside the container as a runtime would.
     healthcheck = _image_config(image)["Docker"]["config"]["Healthcheck"]["Test"][1:]
