@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given, settings
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 
 from proxy.addresses import (
     AddressError,
-    _parse_mailbox_list,
     matches_any,
     parse_envelope_address,
     parse_header_mailboxes,
@@ -457,85 +455,6 @@ mailbox_forms = st.sampled_from(
 def test_mailbox_lists_yield_every_address_in_order(mailboxes: list[tuple[str, str]]) -> None:
     value = ", ".join(form.format(a=address) for form, address in mailboxes)
     assert parse_header_mailboxes(value) == [address.lower() for _, address in mailboxes]
-
-
-def _outcome(parse: Callable[[str], list[str]], value: str) -> list[str] | str:
-    try:
-        return parse(value)
-    except AddressError as error:
-        return f"AddressError: {error}"
-
-
-# The common forms, with near-misses in their parts (empty parts, dots in odd places,
-# a domain with no dot) ...
-plain_forms = st.builds(
-    lambda before, display, local, domain, after: (
-        f"{before}{local}@{domain}{after}"
-        if display is None
-        else f"{before}{display}<{local}@{domain}>{after}"
-    ),
-    st.text(" \t", max_size=2),
-    st.none() | st.text("aZ9.=?_- \t", max_size=8),
-    st.text("aZ9.+=?-", max_size=6) | locals_,
-    st.text("aZ9.-", max_size=8) | domains,
-    st.text(" \t", max_size=2),
-)
-# ... or with one character planted that the shortcut must leave to the tokenizer:
-# it ends an atom, is refused, or is not ASCII.
-planted_forms = st.builds(
-    lambda value, where, char: value[:where] + char + value[where:],
-    plain_forms,
-    st.integers(0, 30),
-    st.sampled_from(list('@<>"(),:;\\[]é\x00')),
-)
-
-
-@given(value=plain_forms | planted_forms | hostile_text)
-@example(value="x<a@b.example>")
-@example(value="a@b.example, c@d.example")
-@example(value="=?utf-8?q?a?= <a@b.example>")
-@settings(max_examples=examples(500))
-def test_the_plain_mailbox_shortcut_agrees_with_the_full_parser(value: str) -> None:
-    # parse_header_mailboxes decides the common forms with one regular expression;
-    # on every value, the same addresses or the same refusal as the tokenizer's.
-    assert _outcome(parse_header_mailboxes, value) == _outcome(_parse_mailbox_list, value)
-
-
-@pytest.mark.parametrize("char", list('@<>"(),:;\\[]é\x00\r\n'))
-@pytest.mark.parametrize(
-    "form",
-    [
-        "{c}Name <a@b.example>",
-        "Na{c}me <a@b.example>",
-        "Name{c}<a@b.example>",
-        "Name <{c}a@b.example>",
-        "Name <a{c}@b.example>",
-        "Name <a@{c}b.example>",
-        "Name <a@b.ex{c}ample>",
-        "Name <a@b.example{c}>",
-        "Name <a@b.example>{c}",
-        "{c}a@b.example",
-        "a{c}@b.example",
-        "a@b.ex{c}ample",
-        "a@b.example{c}",
-    ],
-)
-def test_the_plain_mailbox_shortcut_leaves_special_characters_alone(form: str, char: str) -> None:
-    # Every place in the common forms, every character the tokenizer treats apart.
-    value = form.format(c=char)
-    assert _outcome(parse_header_mailboxes, value) == _outcome(_parse_mailbox_list, value)
-
-
-@given(
-    parts=st.lists(
-        st.sampled_from(["a", "b.example", "@", "<", ">", " ", "\t", ".", "=?", "-", ","]),
-        max_size=12,
-    )
-)
-@settings(max_examples=examples(200))
-def test_the_plain_mailbox_shortcut_agrees_on_fragments(parts: list[str]) -> None:
-    value = "".join(parts)
-    assert _outcome(parse_header_mailboxes, value) == _outcome(_parse_mailbox_list, value)
 
 
 # ---------------------------------------------------------------------------
