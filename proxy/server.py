@@ -8,7 +8,6 @@
           quota.py (GetSendQuota, or v2's GetAccount → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
     reload.py: SIGHUP and certificate rotation (what may change while running)
-    eventloop.py: the loop this runs on (cli.py starts it), which polls before it sleeps
 
 Nothing registers itself: each box is built here, from its part of the settings,
 and handed what it needs.
@@ -49,6 +48,16 @@ from proxy.smtp.session import Listeners, RelaySession
 log = logging.getLogger("proxy.server")
 
 _DRAIN_POLL_SECONDS = 0.05
+
+
+def _tune_runtime() -> None:
+    """What pays under `make bench` (figures: docs/performance.md)."""
+    # Objects as old as the process (botocore's models) skip full passes that stalled the loop.
+    gc.freeze()
+    # The youngest generation at 20,000 allocations, not several collections per message.
+    gc.set_threshold(20000, 50, 100)
+    # A worker thread checking a big message gives the GIL back to the loop 10x sooner.
+    sys.setswitchinterval(0.0005)
 
 
 def build_ses_client(settings: Settings) -> SesClient | None:
@@ -118,21 +127,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> int:
 
     health = HealthServer(metrics, ready)
     await delivery.start()
-    # Everything built so far (botocore's service models above all) lives as long as
-    # the process: keep it out of the collector, whose full passes over it stalled
-    # the event loop for tens of milliseconds (measured with `make bench`).
-    gc.freeze()
-    # The collector's youngest generation ran at 700 allocations, several times per
-    # message, each time walking what the open sessions hold; at 20,000 it runs a
-    # few times a second (`make bench`: ~5 % less CPU per small message). Garbage
-    # without cycles is freed by reference counting as before.
-    gc.set_threshold(20000, 50, 100)
-    # Big messages are checked and encoded in worker threads. Whenever the loop's
-    # thread lets go of the GIL for a system call (each send, receive, poll), a busy
-    # worker keeps it until the switch interval is up: at the default 5 ms a 10 MB
-    # message stalled the loop 14-25 ms; at 0.5 ms, 7-13 ms, for no CPU that
-    # `make bench` can see (1 MiB load: the same ms per MiB).
-    sys.setswitchinterval(0.0005)
+    _tune_runtime()
     if quota is not None:
         quota.start()
     reloader.start()
