@@ -11,7 +11,7 @@ call STS AssumeRole, carrying the session policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiobotocore.credentials import (  # type: ignore[attr-defined]
@@ -20,7 +20,6 @@ from aiobotocore.credentials import (  # type: ignore[attr-defined]
     _get_client_creator,
 )
 from aiobotocore.session import AioSession, get_session
-from botocore.credentials import _local_now  # type: ignore[attr-defined]
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proxy.aws.errors import error_reply
@@ -91,7 +90,6 @@ async def _open_session(
             "use a role (instance profile, container or web identity credentials), "
             "or set ses.allow_static_credentials: true to accept them"
         )
-    checked_in_utc(found)
     if settings.role_arn is None:
         return session, CredentialSource(method=method, temporary=temporary, assumed_role=None)
 
@@ -107,7 +105,6 @@ async def _open_session(
     assumed = AioDeferredRefreshableCredentials(
         refresh_using=fetcher.fetch_credentials, method="assume-role"
     )
-    checked_in_utc(assumed)
     # Fail now, at start-up, rather than on the first message.
     await assumed.get_frozen_credentials()
     # botocore has no public setter for refreshable credentials on a session; this
@@ -123,17 +120,3 @@ def credential_expiry(session: AioSession) -> datetime | None:
     credentials = getattr(session, "_credentials", None)
     expiry = getattr(credentials, "_expiry_time", None)
     return expiry if isinstance(expiry, datetime) else None
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def checked_in_utc(credentials: object) -> None:
-    """botocore asks whether a refreshable credential needs refreshing at every use (so
-    at every message), by `datetime.now(tzlocal())`: ~6 us, nearly all of it dateutil
-    working out the local zone. It subtracts that from the expiry, an aware datetime:
-    the same instant in UTC gives the same answer without the work. Credentials without
-    that clock (static keys, a newer botocore) are left as they are."""
-    if getattr(credentials, "_time_fetcher", None) is _local_now:
-        credentials._time_fetcher = _utc_now  # type: ignore[attr-defined]
