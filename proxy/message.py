@@ -15,6 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# A message as DATA read it (a bytearray, grown as it came) or as bytes.
+Octets = bytes | bytearray
+
 
 class MalformedMessage(ValueError):
     """The message breaks a hygiene rule; the message is a short reason."""
@@ -74,7 +77,7 @@ _HEADER_SEARCH_OCTETS = 64 * 1024
 _COUNT_STEP = 1024 * 1024
 
 
-def _count(raw: bytes, sub: bytes) -> int:
+def _count(raw: Octets, sub: bytes) -> int:
     """raw.count(sub), in steps; each window reaches into the next step by len(sub) - 1
     octets, so that an occurrence is counted in the step where it starts."""
     if len(raw) <= _COUNT_STEP:
@@ -83,11 +86,11 @@ def _count(raw: bytes, sub: bytes) -> int:
     return sum(raw.count(sub, start, start + reach) for start in range(0, len(raw), _COUNT_STEP))
 
 
-def _line_number(raw: bytes, offset: int) -> int:
+def _line_number(raw: Octets, offset: int) -> int:
     return raw.count(b"\r\n", 0, offset) + 1
 
 
-def _check_line_endings(raw: bytes) -> None:
+def _check_line_endings(raw: Octets) -> None:
     # Every CR and every LF must belong to a CRLF pair. A bare one is how SMTP
     # smuggling hides a second message, and SES or a later hop may read it as
     # an end of line where we did not.
@@ -100,7 +103,7 @@ def _check_line_endings(raw: bytes) -> None:
     raise MalformedMessage(f"bare {kind} at line {_line_number(raw, bare.start())}")
 
 
-def _check_line_lengths(raw: bytes) -> None:
+def _check_line_lengths(raw: Octets) -> None:
     # After _check_line_endings every line ends with CRLF (the last may have none),
     # so jump from line start to the last LF within reach: one C-speed rfind per
     # line-limit's worth of bytes, instead of a regex walking every byte.
@@ -114,7 +117,7 @@ def _check_line_lengths(raw: bytes) -> None:
         pos = last + 1
 
 
-def _header_length(raw: bytes) -> int | None:
+def _header_length(raw: Octets) -> int | None:
     """The length of the header section with its final CRLF (the empty line follows);
     None if there is no empty line. An offset, not a split: copying a 10 MB body
     costs milliseconds."""
@@ -124,7 +127,7 @@ def _header_length(raw: bytes) -> int | None:
     return None if end < 0 else end + 2
 
 
-def _check_header_fields(header: bytes) -> None:
+def _check_header_fields(header: Octets) -> None:
     valid = _FIELDS.match(header)
     assert valid is not None  # the pattern also matches the empty string
     bad = valid.end()
@@ -143,7 +146,7 @@ def _unfold(value: bytes) -> str:
     return value.replace(b"\r\n", b"").decode("latin-1").strip(" \t")
 
 
-def scan(raw: bytes) -> HeaderScan:
+def scan(raw: Octets) -> HeaderScan:
     """Check the message's hygiene and return its From:/Sender: values (and the
     X-SES-CONFIGURATION-SET and X-SES-MESSAGE-TAGS ones).
 
@@ -188,7 +191,7 @@ def scan(raw: bytes) -> HeaderScan:
     )
 
 
-def message_id(raw: bytes) -> str:
+def message_id(raw: Octets) -> str:
     """The Message-ID: value of the header section, for the log ("" when none is found).
 
     Malformed messages are searched too (their rejection is logged with it); only the
@@ -201,7 +204,7 @@ def message_id(raw: bytes) -> str:
     return "" if found is None else _unfold(found.group(1))[:_MESSAGE_ID_MAX]
 
 
-def strip_private_headers(raw: bytes) -> bytes:
+def strip_private_headers(raw: Octets) -> Octets:
     """Remove every Bcc:, Resent-Bcc: and X-SES-* field (with its continuation lines).
 
     Every other byte stays as it was: header order, the empty line, the body.

@@ -21,7 +21,7 @@ from proxy.addresses import (
     parse_envelope_address,
     parse_header_mailboxes,
 )
-from proxy.message import HeaderScan, MalformedMessage, scan
+from proxy.message import HeaderScan, MalformedMessage, Octets, scan
 
 
 class Verdict(enum.Enum):
@@ -235,7 +235,7 @@ def _header_addresses(rules: Rules, field: str, value: str) -> list[str] | Rejec
     return addresses
 
 
-def check_raw_message(rules: Rules, raw: bytes) -> Decision:
+def check_raw_message(rules: Rules, raw: Octets) -> Decision:
     """After DATA, from the raw bytes: size, hygiene (MALFORMED), then headers.
 
     The one call the SMTP layer needs once the data is in, so that it maps a

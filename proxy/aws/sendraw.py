@@ -53,6 +53,7 @@ from botocore.parsers import QueryParser, ResponseParserError
 from botocore.utils import normalize_url_path
 
 from proxy.aws import transport
+from proxy.message import Octets
 from proxy.settings import ConfigError
 
 API_VERSION: Final = "2010-12-01"
@@ -197,7 +198,7 @@ Escape = Callable[[bytes], bytes]
 
 
 def encode_body(
-    head: bytes, raw: bytes, tail: bytes, escape: Escape = escape_base64
+    head: bytes, raw: Octets, tail: bytes, escape: Escape = escape_base64
 ) -> tuple[bytes, str]:
     """The body (`raw` in base64, passed through `escape`, between `head` and `tail`)
     and its SHA-256 (hex), in one pass for small messages."""
@@ -206,7 +207,7 @@ def encode_body(
 
 
 def encode_body_sliced(
-    head: bytes, raw: bytes, tail: bytes, escape: Escape = escape_base64
+    head: bytes, raw: Octets, tail: bytes, escape: Escape = escape_base64
 ) -> tuple[bytes, str]:
     """The same as `encode_body`, in slices: for a worker thread, so that no single
     C call holds the GIL for long (base64 and bytes.replace do not release it)."""
@@ -451,7 +452,7 @@ class LeanSend(ABC):
         self,
         source: str,
         destinations: Sequence[str],
-        raw: bytes,
+        raw: Octets,
         options: SendOptions,
         now: float | None = None,
     ) -> SignedRequest:
@@ -467,7 +468,7 @@ class LeanSend(ABC):
         self,
         source: str,
         destinations: Sequence[str],
-        raw: bytes,
+        raw: Octets,
         options: SendOptions,
     ) -> str:
         """SES's MessageId; SesErrorReply for an error answer; botocore's exceptions

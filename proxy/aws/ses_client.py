@@ -36,6 +36,7 @@ from proxy.aws.credentials import (
 )
 from proxy.aws.sendemail import SendEmail
 from proxy.aws.sendraw import SendOptions, SendRawEmail
+from proxy.message import Octets
 from proxy.settings import SesSettings
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Sender(Protocol):
         self,
         source: str,
         destinations: Sequence[str],
-        raw: bytes,
+        raw: Octets,
         options: SendOptions,
     ) -> str: ...
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from proxy.message import Octets
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -45,7 +47,7 @@ class Delivery(Protocol):
     async def start(self) -> None:
         """Acquire what sending needs (clients, credentials); raise if it cannot."""
 
-    async def send(self, envelope: Envelope, raw: bytes) -> str:
+    async def send(self, envelope: Envelope, raw: Octets) -> str:
         """Send `raw` to `envelope.recipients`; return the peer's message id."""
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from proxy.delivery import Envelope, TransientDeliveryError
+from proxy.message import Octets
 from proxy.settings import ConfigError
 
 
@@ -37,7 +38,7 @@ class OutboxDelivery:
     def ready(self) -> bool:
         return True
 
-    async def send(self, envelope: Envelope, raw: bytes) -> str:
+    async def send(self, envelope: Envelope, raw: Octets) -> str:
         message_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex}"
         meta = {
             "message_id": message_id,
@@ -55,12 +56,12 @@ class OutboxDelivery:
             ) from None
         return message_id
 
-    def _write(self, message_id: str, raw: bytes, meta: bytes) -> None:
+    def _write(self, message_id: str, raw: Octets, meta: bytes) -> None:
         self._write_atomically(self._directory / f"{message_id}.json", meta)
         self._write_atomically(self._directory / f"{message_id}.eml", raw)
 
     @staticmethod
-    def _write_atomically(path: Path, data: bytes) -> None:
+    def _write_atomically(path: Path, data: Octets) -> None:
         temporary = path.with_name(f".{path.name}.tmp")
         with open(temporary, "wb") as handle:
             handle.write(data)

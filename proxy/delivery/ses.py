@@ -25,6 +25,7 @@ from proxy.aws.ses_client import SesClient
 from proxy.aws.transport import TransportError
 from proxy.delivery import DeliveryError, Envelope
 from proxy.delivery.ses_errors import classify, no_credentials, unreachable
+from proxy.message import Octets
 from proxy.observability.metrics import Metrics
 
 log = logging.getLogger("proxy.delivery")
@@ -48,7 +49,7 @@ class SesDelivery:
     def ready(self) -> bool:
         return self._client.ready()
 
-    async def send(self, envelope: Envelope, raw: bytes) -> str:
+    async def send(self, envelope: Envelope, raw: Octets) -> str:
         sender = self._client.sender
         if sender is None:
             raise no_credentials("no credential obtained yet")

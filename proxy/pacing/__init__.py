@@ -27,6 +27,7 @@ from typing import Protocol
 from proxy.aws.quota import SendQuota
 from proxy.delivery import Delivery, Envelope, TransientDeliveryError
 from proxy.delivery.ses_errors import QUOTA_REPLY
+from proxy.message import Octets
 from proxy.observability.metrics import Metrics
 from proxy.pacing.local import LocalBudget
 from proxy.pacing.rate import Aimd, BaseRate, base_rate
@@ -147,7 +148,7 @@ class PacedDelivery:
         now = self._clock()
         return self._current_base().rate * self._aimd.factor(now) * self._budget.share()
 
-    async def send(self, envelope: Envelope, raw: bytes) -> str:
+    async def send(self, envelope: Envelope, raw: Octets) -> str:
         started = self._clock()
         deadline = started + self._settings.max_wait_seconds
         recipients = len(envelope.recipients)

@@ -37,7 +37,9 @@ _OFF_LOOP_BYTES = 256 * 1024
 _AWS_KEYS_REMEMBERED = 1000
 
 
-def _vet(rules: policy.Rules, raw: bytes) -> policy.Rejected | tuple[policy.Accepted, bytes]:
+def _vet(
+    rules: policy.Rules, raw: message.Octets
+) -> policy.Rejected | tuple[policy.Accepted, message.Octets]:
     """The policy's verdict on a message; if it passes, with the message cleaned for sending."""
     decision = policy.check_raw_message(rules, raw)
     if isinstance(decision, policy.Rejected):
@@ -50,7 +52,7 @@ class ReceivedData:
     """What DATA produced: the unstuffed bytes, or why they were discarded while reading
     (over the size limit, a line over 998 octets, no room left in max_inflight_bytes)."""
 
-    raw: bytes
+    raw: message.Octets  # a bytearray as read: growing it spares the loop a 40 MB join
     size: int
     too_big: bool = False
     line_too_long: bool = False

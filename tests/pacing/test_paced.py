@@ -11,6 +11,7 @@ import pytest
 from proxy.aws.quota import SendQuota
 from proxy.delivery import DeliveryError, Envelope, TransientDeliveryError
 from proxy.delivery.ses_errors import classify
+from proxy.message import Octets
 from proxy.observability.metrics import Metrics
 from proxy.pacing import QUOTA_PROBE_AFTER_SECONDS, PacedDelivery
 from proxy.pacing.local import LocalBudget
@@ -53,7 +54,7 @@ class Inner:
     def ready(self) -> bool:
         return True
 
-    async def send(self, envelope: Envelope, raw: bytes) -> str:
+    async def send(self, envelope: Envelope, raw: Octets) -> str:
         self.calls.append((self.clock(), len(envelope.recipients)))
         if self.errors:
             raise self.errors.popleft()
