@@ -94,9 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("\n")
             return EXIT_OK
         if args.command == "serve":
+            from proxy import eventloop
             from proxy.server import serve
 
-            return asyncio.run(serve(settings, Path(args.config)))
+            with asyncio.Runner(loop_factory=eventloop.new_event_loop) as runner:
+                return runner.run(serve(settings, Path(args.config)))
         if args.command == "iam-policy":
             from proxy.iam.generate import render_for_cli
 

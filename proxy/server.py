@@ -8,6 +8,7 @@
           quota.py (GetSendQuota, or v2's GetAccount → gauges)
     observability/: metrics.py + http.py (/metrics /healthz /readyz), logs.py
     reload.py: SIGHUP and certificate rotation (what may change while running)
+    eventloop.py: the loop this runs on (cli.py starts it), which polls before it sleeps
 
 Nothing registers itself: each box is built here, from its part of the settings,
 and handed what it needs.

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from proxy import eventloop
 from proxy.aws.sendraw import SendOptions, Signer, encode_body, form_parts
 from proxy.aws.transport import Transport, tls_context
 
@@ -118,7 +119,9 @@ def main() -> None:
     parser.add_argument("--region", default="eu-west-3")
     args = parser.parse_args()
     gc.disable()  # a floor: no collector pauses either
-    asyncio.run(serve(args.port, Ses(args.ses_url, args.region)))
+    # The relay's own loop (proxy/eventloop.py), so that the two differ only in the work.
+    with asyncio.Runner(loop_factory=eventloop.new_event_loop) as runner:
+        runner.run(serve(args.port, Ses(args.ses_url, args.region)))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 The monitor is a task that asks to wake every 2 ms and records how late it woke:
 the longest lateness is the longest time the loop ran something else without a
 break (a stall). SIGUSR1 starts a new measurement; SIGUSR2 writes the worst so far
-to $BENCH_LOOP_STATS. `--loop uvloop` runs the relay on uvloop instead of asyncio's
-own loop.
+to $BENCH_LOOP_STATS. `--loop uvloop` runs the relay on uvloop instead of its own
+loop (proxy/eventloop.py).
 $BENCH_SLOW_CALLBACK_MS (diagnosis, costs CPU): asyncio's debug mode logs every step
 of the loop that ran longer, with what ran; tests/bench/run.py prints those lines.
 
@@ -87,10 +87,15 @@ def main() -> int:
     argv = sys.argv[1:]
     if argv[:1] == ["--loop"]:
         loop_name, argv = argv[1], argv[2:]
+        import proxy.eventloop
+
         if loop_name == "uvloop":
             import uvloop
 
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            proxy.eventloop.new_event_loop = uvloop.new_event_loop
+        elif loop_name == "asyncio-no-poll":
+            # asyncio's own loop: the polling selector of proxy/eventloop.py judged.
+            proxy.eventloop.new_event_loop = asyncio.new_event_loop
     import proxy.server
     from proxy import cli
 

@@ -795,9 +795,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loop",
-        choices=["asyncio", "uvloop"],
+        choices=["asyncio", "asyncio-no-poll", "uvloop"],
         default="asyncio",
-        help="the relay's loop: asyncio's own, or uvloop",
+        help="the relay's loop: asyncio with proxy/eventloop.py's polling selector, plain "
+        "asyncio, or uvloop",
     )
     parser.add_argument(
         "--relay-root",
