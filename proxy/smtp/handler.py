@@ -49,10 +49,11 @@ def _vet(
 
 @dataclass(frozen=True)
 class ReceivedData:
-    """What DATA produced: the unstuffed bytes, or why they were discarded while reading
-    (over the size limit, a line over 998 octets, no room left in max_inflight_bytes)."""
+    """What DATA produced: the unstuffed message (the bytearray the reader grew), or why
+    it was discarded while reading (over the size limit, a line over 998 octets, no room
+    left in max_inflight_bytes)."""
 
-    raw: message.Octets  # a bytearray as read: growing it spares the loop a 40 MB join
+    raw: message.Octets
     size: int
     too_big: bool = False
     line_too_long: bool = False

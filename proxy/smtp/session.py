@@ -637,7 +637,7 @@ class RelaySession(SMTP):
         max_run = _MAX_LINE + 1  # octets before an LF: the line, a stuffing dot, its CR
         reader = self._reader
         limit = self.rules.max_message_bytes
-        kept = bytearray()  # grown chunk by chunk: no 40 MB join on the loop at the end
+        kept = bytearray()
         received = 0  # octets of content as sent, stuffing dots included
         dots = 0  # stuffing dots: removed from kept chunks, counted in dropped ones
         keep = True
