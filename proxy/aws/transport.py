@@ -14,7 +14,10 @@ What stays as botocore does it, resolved once when the transport is built:
   `read_timeout_seconds` for the answer once the request is written;
 - the pool: up to `pool_size` connections, idle ones reused newest first and closed
   after `IDLE_SECONDS` (before SES's own idle limit, so that a reused connection is
-  rarely one SES is closing).
+  rarely one SES is closing). A pooled connection is looked at before it is reused:
+  one the server has closed (or written to out of turn) since the loop last read it is
+  dropped and the request goes on another, before any byte of it is written. Nothing
+  that may have reached SES is sent again: that could send a mail twice.
 
 A proxy for the endpoint (HTTPS_PROXY and NO_PROXY, as botocore reads them) is not
 this module's: `proxy_for` tells, and the lean path then sends through the aiobotocore
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import ssl
 from collections.abc import Mapping
 from typing import Final
@@ -41,6 +45,9 @@ IDLE_SECONDS: Final = 15.0  # aiohttp's keep-alive default, which aiobotocore us
 WRITE_STEP: Final = 256 * 1024
 _MAX_HEAD: Final = 64 * 1024
 _MAX_BODY: Final = 16 * 1024 * 1024  # SES's answers are a few hundred octets
+# Headers that say where the answer ends: given twice, which one to believe is a guess
+# (and a way to smuggle an answer), so the answer is refused.
+_FRAMING: Final = ("content-length", "transfer-encoding", "connection")
 
 
 class TransportError(Exception):
@@ -177,6 +184,18 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stale(self) -> bool:
+        """Closed, or octets (a FIN, a reset, data out of turn) wait in its socket
+        that the loop has not read yet: not to be written to."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return True
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+        return bool(poller.poll(0))
+
     def _parse(self) -> None:
         answer = self._answer
         assert answer is not None
@@ -221,7 +240,12 @@ class _Connection(asyncio.Protocol):
             name, colon, value = line.partition(":")
             if not colon:
                 raise TransportError("SES's answer has a malformed header")
-            headers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name in headers:
+                if name in _FRAMING:
+                    raise TransportError(f"SES's answer repeats {name}")
+                value = f"{headers[name]}, {value}"  # RFC 9110 5.3: one list
+            headers[name] = value
         answer.headers = headers
         answer.keep_alive = (
             version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
@@ -292,7 +316,8 @@ class Transport:
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._idle: list[_Connection] = []
+        self._idle: list[_Connection] = []  # oldest first
+        self._sweeper: asyncio.TimerHandle | None = None
         self._slots = asyncio.Semaphore(pool_size)
 
     async def post(
@@ -311,17 +336,33 @@ class Transport:
                 connection.close()
                 raise
             if answer.keep_alive and not connection.closed:
-                connection.idle_since = asyncio.get_running_loop().time()
-                self._idle.append(connection)
+                self._park(connection)
             else:
                 connection.close()
             return answer.status, answer.headers, answer.body
+
+    def _park(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        connection.idle_since = loop.time()
+        self._idle.append(connection)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(IDLE_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for IDLE_SECONDS; look again when the next one is due."""
+        loop = asyncio.get_running_loop()
+        self._sweeper = None
+        due = loop.time() - IDLE_SECONDS
+        while self._idle and (self._idle[0].idle_since <= due or self._idle[0].closed):
+            self._idle.pop(0).close()
+        if self._idle:
+            self._sweeper = loop.call_at(self._idle[0].idle_since + IDLE_SECONDS, self._sweep)
 
     async def _checkout(self) -> _Connection:
         loop = asyncio.get_running_loop()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and loop.time() - connection.idle_since < IDLE_SECONDS:
+            if not connection.stale() and loop.time() - connection.idle_since < IDLE_SECONDS:
                 return connection
             connection.close()
         try:
@@ -342,5 +383,8 @@ class Transport:
         return protocol
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         while self._idle:
             self._idle.pop().close()

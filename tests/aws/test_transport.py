@@ -446,6 +446,39 @@ async def test_idle_connection_older_than_idle_seconds_is_replaced(
     await eventually(lambda: server.open == 1, "the stale connection closed")
 
 
+async def test_idle_connection_is_closed_after_idle_seconds_without_another_post(
+    server: ScriptedServer, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "IDLE_SECONDS", 0.05)
+    client = make_client()
+    await client.post(FORM, b"1")
+    await eventually(lambda: server.open == 0, "the idle connection closed by the client")
+    assert client._idle == []
+
+
+async def test_pooled_connection_closed_before_the_loop_read_it_is_not_written_to(
+    server: ScriptedServer, make_client: MakeClient
+) -> None:
+    # The race a keep-alive pool loses: the server has closed an idle connection, but its
+    # FIN still waits in the socket, unread by the loop (here: reading is paused, so it
+    # stays there). The next request must go on a new connection, written once.
+    async def answer_once_then_close(peer: Peer) -> None:
+        request = await peer.request()
+        await peer.send(answer(200, b"once"), request)
+
+    server.script = answer_once_then_close
+    client = make_client()
+    await client.post(FORM, b"1")
+    [idle] = client._idle
+    assert idle.transport is not None
+    idle.transport.pause_reading()
+    await eventually(lambda: server.open == 0, "the server closed its end")
+    assert not idle.closed  # the client has not seen it
+    assert (await client.post(FORM, b"2"))[2] == b"once"
+    assert server.accepted == 2
+    assert [request.body for request in server.requests] == [b"1", b"2"]
+
+
 async def post_twice(
     server: ScriptedServer, make_client: MakeClient, first: Reply
 ) -> tuple[tuple[int, dict[str, str], bytes], bytes]:
@@ -708,6 +741,13 @@ async def test_cancelled_post_closes_its_connection_and_frees_its_slot(
         (b"HTTP/1.1 200 OK\r\nNo colon here\r\nContent-Length: 0\r\n\r\n", "malformed header"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk"),
         (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (65 * 1024), "over-long head"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\nok", "repeats"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok", "repeats"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: identity\r\n\r\nok",
+            "repeats",
+        ),
     ],
     ids=[
         "no-length",
@@ -722,6 +762,9 @@ async def test_cancelled_post_closes_its_connection_and_frees_its_slot(
         "header-without-colon",
         "chunk-size-not-hex",
         "head-over-64KiB",
+        "two-lengths",
+        "one-length-twice",
+        "two-transfer-encodings",
     ],
 )
 async def test_unusable_answer(
