@@ -110,13 +110,22 @@ def check_sender(rules: Rules, path: str) -> Decision:
 def check_declared_size(rules: Rules, size: int | None) -> Decision:
     """MAIL FROM SIZE=: refuse early what DATA would refuse anyway.
 
-    None (no SIZE= given) passes; the DATA size is checked again in check_message.
+    None (no SIZE= given) passes; what DATA brings is judged by check_data_size.
     """
     if size is None:
         return Accepted()
     if size < 0:
         return Rejected(Verdict.SIZE_EXCEEDED, f"declared size {size} is negative")
     too_big = _too_big(rules, "declared size", size)
+    if too_big is not None:
+        return too_big
+    return Accepted()
+
+
+def check_data_size(rules: Rules, size: int) -> Decision:
+    """DATA's content (dot-unstuffed) so far, or in all: the DATA reader asks as it reads,
+    and drops what comes once this refuses."""
+    too_big = _too_big(rules, "message size", size)
     if too_big is not None:
         return too_big
     return Accepted()
@@ -144,15 +153,12 @@ def check_recipient(rules: Rules, path: str, accepted_so_far: int) -> Decision:
     return Accepted(address)
 
 
-def check_message(rules: Rules, headers: HeaderScan, size: int) -> Decision:
-    """After DATA: size, then every address in From: and Sender: must be allowed.
+def check_message(rules: Rules, headers: HeaderScan) -> Decision:
+    """After DATA: every address in From: and Sender: must be allowed.
 
     The header From: need not equal the envelope sender; each is judged on its own
     against allowed_senders.
     """
-    too_big = _too_big(rules, "message size", size)
-    if too_big is not None:
-        return too_big
     # scan() guarantees these counts; a hand-built HeaderScan must not bypass them.
     if len(headers.from_values) != 1:
         return Rejected(Verdict.MALFORMED, f"{len(headers.from_values)} From: headers")
@@ -236,19 +242,17 @@ def _header_addresses(rules: Rules, field: str, value: str) -> list[str] | Rejec
 
 
 def check_raw_message(rules: Rules, raw: Octets) -> Decision:
-    """After DATA, from the raw bytes: size, hygiene (MALFORMED), then headers.
+    """After DATA, from the bytes check_data_size let through: hygiene (MALFORMED: bare
+    CR or LF, a line over 998 octets, ...), then headers.
 
     The one call the SMTP layer needs once the data is in, so that it maps a
     decision and never interprets a MalformedMessage itself.
     """
-    too_big = _too_big(rules, "message size", len(raw))
-    if too_big is not None:
-        return too_big
     try:
         headers = scan(raw)
     except MalformedMessage as error:
         return Rejected(Verdict.MALFORMED, f"malformed message: {error}")
-    return check_message(rules, headers, len(raw))
+    return check_message(rules, headers)
 
 
 def client_admitted(

@@ -157,7 +157,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> int:
             },
         )
         await _until_signalled()
-        await _drain(servers, listeners, handler, settings.smtp.shutdown_grace_seconds)
+        await _drain(servers, listeners, settings.smtp.shutdown_grace_seconds)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await reloader.close()
@@ -186,9 +186,7 @@ async def _until_signalled() -> None:
         loop.remove_signal_handler(signum)
 
 
-async def _drain(
-    servers: list[asyncio.Server], listeners: Listeners, handler: RelayHandler, grace: float
-) -> None:
+async def _drain(servers: list[asyncio.Server], listeners: Listeners, grace: float) -> None:
     """Stop accepting; let transactions in flight end within `grace` seconds; close the rest.
 
     A session between transactions is told 421 at once. A session inside one keeps
@@ -206,10 +204,10 @@ async def _drain(
     while time.monotonic() < deadline:
         for session in list(listeners.sessions):
             session.close_if_idle()
-        if not listeners.sessions and not handler.in_flight:
+        if not listeners.sessions and not listeners.sending:
             return
         await asyncio.sleep(_DRAIN_POLL_SECONDS)
-    stragglers = listeners.sessions | handler.in_flight
+    stragglers = listeners.sessions | listeners.sending
     log.warning("grace period over", extra={"event": "drain_timeout", "cut": len(stragglers)})
     tasks = [task for session in stragglers if (task := session.abort()) is not None]
     await asyncio.gather(*tasks, return_exceptions=True)

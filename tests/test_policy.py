@@ -18,6 +18,7 @@ from proxy.policy import (
     Rejected,
     Rules,
     Verdict,
+    check_data_size,
     check_declared_size,
     check_message,
     check_raw_message,
@@ -201,13 +202,13 @@ def headers(from_value: str, *sender_values: str) -> HeaderScan:
     ],
 )
 def test_message_allowed(scan: HeaderScan) -> None:
-    assert check_message(RULES, scan, 1000) == Accepted()
+    assert check_message(RULES, scan) == Accepted()
 
 
 def test_envelope_and_header_senders_are_judged_separately() -> None:
     # They need not be equal: each must be allowed on its own.
     assert isinstance(check_sender(RULES, "noreply@example.com"), Accepted)
-    assert check_message(RULES, headers("billing@example.org"), 10) == Accepted()
+    assert check_message(RULES, headers("billing@example.org")) == Accepted()
 
 
 @pytest.mark.parametrize(
@@ -225,15 +226,18 @@ def test_envelope_and_header_senders_are_judged_separately() -> None:
     ],
 )
 def test_message_header_sender_denied(scan: HeaderScan, in_detail: str) -> None:
-    decision = check_message(RULES, scan, 10)
+    decision = check_message(RULES, scan)
     assert rejected(decision) is Verdict.HEADER_SENDER_DENIED
     assert isinstance(decision, Rejected)
     assert in_detail in decision.detail
 
 
-def test_message_size_is_checked_first() -> None:
-    assert rejected(check_message(RULES, headers("evil@x.example"), 1001)) is Verdict.SIZE_EXCEEDED
-    assert isinstance(check_message(RULES, headers("noreply@example.com"), 1000), Accepted)
+def test_data_size_up_to_the_limit_passes() -> None:
+    assert check_data_size(RULES, 1000) == Accepted()
+    decision = check_data_size(RULES, 1001)
+    assert rejected(decision) is Verdict.SIZE_EXCEEDED
+    assert isinstance(decision, Rejected)
+    assert "1001 exceeds max_message_bytes 1000" in decision.detail
 
 
 @pytest.mark.parametrize(
@@ -245,7 +249,7 @@ def test_message_size_is_checked_first() -> None:
     ],
 )
 def test_a_hand_built_scan_cannot_bypass_the_counts(scan: HeaderScan) -> None:
-    assert rejected(check_message(RULES, scan, 10)) is Verdict.MALFORMED
+    assert rejected(check_message(RULES, scan)) is Verdict.MALFORMED
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +265,11 @@ def test_raw_message_accepted() -> None:
 @pytest.mark.parametrize(
     ("raw", "verdict", "in_detail"),
     [
-        (b"From: noreply@example.com\r\n\r\n" + b"x" * 1000, Verdict.SIZE_EXCEEDED, "1029"),
+        (
+            b"From: noreply@example.com\r\n\r\n" + b"x" * 999 + b"\r\n",
+            Verdict.MALFORMED,
+            "999 octets",
+        ),
         (b"From: noreply@example.com\r\n\r\nbare\nLF\r\n", Verdict.MALFORMED, "bare LF at line 3"),
         (b"Subject: s\r\n\r\n", Verdict.MALFORMED, "no From: header"),
         (b"From: a@example.org\r\nFrom: b@example.org\r\n\r\n", Verdict.MALFORMED, "From:"),
@@ -506,7 +514,7 @@ def test_any_quoted_display_name_leaves_the_angle_addr_judged(
     allowed: tuple[str, ...], address: str, display: str, planted: str
 ) -> None:
     name = '"' + "".join(c for c in display + planted if c not in '\\"<>') + '"'
-    decision = check_message(Rules(allowed, ("*",), 1, 10_000), headers(f"{name} <{address}>"), 10)
+    decision = check_message(Rules(allowed, ("*",), 1, 10_000), headers(f"{name} <{address}>"))
     if any((ord(char) < 32 and char != "\t") or char == "\x7f" for char in display):
         # A control character is never part of a header value we judge.
         assert rejected(decision) is Verdict.HEADER_SENDER_DENIED
@@ -521,8 +529,6 @@ def test_any_quoted_display_name_leaves_the_angle_addr_judged(
     from_list=mailbox_lists,
     sender_list=st.none() | mailbox_lists,
     data=st.data(),
-    size=st.integers(0, 2000),
-    limit=st.integers(1, 2000),
 )
 @settings(max_examples=examples(300))
 def test_message_decision_is_the_oracles(
@@ -530,18 +536,14 @@ def test_message_decision_is_the_oracles(
     from_list: list[tuple[str, str]],
     sender_list: list[tuple[str, str]] | None,
     data: st.DataObject,
-    size: int,
-    limit: int,
 ) -> None:
     judged = from_list + (sender_list or [])
     allowed = near(data, allowed, [address for _, address in judged])
     senders = () if sender_list is None else (field(sender_list),)
     decision = check_message(
-        Rules(allowed, ("*",), 1, limit), HeaderScan((field(from_list),), senders), size
+        Rules(allowed, ("*",), 1, 10_000), HeaderScan((field(from_list),), senders)
     )
-    expected = (
-        Verdict.SIZE_EXCEEDED if size > limit else oracle_headers(allowed, from_list, sender_list)
-    )
+    expected = oracle_headers(allowed, from_list, sender_list)
     if expected is None:
         assert decision == Accepted()
     else:
@@ -572,7 +574,11 @@ def test_raw_message_decision_is_the_oracles(
         lines.append(f"Sender: {field(sender_list)}")
     raw = "\r\n".join([*lines, "", *body, ""]).encode("ascii")
     limit = max(1, len(raw) + slack)  # the limit is the message's size, give or take
-    decision = check_raw_message(Rules(allowed, ("*",), 1, limit), raw)
+    rules = Rules(allowed, ("*",), 1, limit)
+    # As the SMTP layer asks: the size as DATA is read, then the message.
+    decision = check_data_size(rules, len(raw))
+    if isinstance(decision, Accepted):
+        decision = check_raw_message(rules, raw)
     expected = (
         Verdict.SIZE_EXCEEDED
         if len(raw) > limit
@@ -589,6 +595,16 @@ def test_raw_message_decision_is_the_oracles(
 def test_declared_size_decision_is_the_oracles(size: int | None, limit: int) -> None:
     decision = check_declared_size(Rules(("*",), ("*",), 1, limit), size)
     if size is not None and (size < 0 or size > limit):
+        assert rejected(decision) is Verdict.SIZE_EXCEEDED
+    else:
+        assert decision == Accepted()
+
+
+@given(size=st.integers(0, 10**7), limit=st.integers(1, 10**6))
+@settings(max_examples=examples(100))
+def test_data_size_decision_is_the_oracles(size: int, limit: int) -> None:
+    decision = check_data_size(Rules(("*",), ("*",), 1, limit), size)
+    if size > limit:
         assert rejected(decision) is Verdict.SIZE_EXCEEDED
     else:
         assert decision == Accepted()
@@ -655,20 +671,20 @@ def test_a_message_tag_ses_would_refuse_is_malformed(header: str) -> None:
 def test_the_configuration_set_a_header_may_choose() -> None:
     rules = replace(RULES, allowed_configuration_sets=("marketing",), configuration_set="default")
     headers = HeaderScan(("noreply@example.com",), (), ("marketing",))
-    assert check_message(rules, headers, 10) == Accepted(configuration_set="marketing")
+    assert check_message(rules, headers) == Accepted(configuration_set="marketing")
     elsewhere = replace(headers, configuration_sets=("other",))
-    assert rejected(check_message(rules, elsewhere, 10)) is Verdict.CONFIGURATION_SET_DENIED
+    assert rejected(check_message(rules, elsewhere)) is Verdict.CONFIGURATION_SET_DENIED
     twice = replace(headers, configuration_sets=("marketing", "marketing"))
-    assert rejected(check_message(rules, twice, 10)) is Verdict.MALFORMED
+    assert rejected(check_message(rules, twice)) is Verdict.MALFORMED
     # With no list, the header is ignored: the session's own set.
     ignored = replace(RULES, configuration_set="default")
-    assert check_message(ignored, elsewhere, 10) == Accepted(configuration_set="default")
+    assert check_message(ignored, elsewhere) == Accepted(configuration_set="default")
 
 
 def test_configured_tags_win_over_the_headers() -> None:
     rules = replace(RULES, allow_message_tags=True, message_tags=(("app", "billing"),))
     headers = HeaderScan(("noreply@example.com",), (), (), ("app=spoofed, run=7",))
-    decision = check_message(rules, headers, 10)
+    decision = check_message(rules, headers)
     assert decision == Accepted(tags=(("app", "billing"), ("run", "7")))
     closed = replace(rules, allow_message_tags=False)
-    assert check_message(closed, headers, 10) == Accepted(tags=(("app", "billing"),))
+    assert check_message(closed, headers) == Accepted(tags=(("app", "billing"),))

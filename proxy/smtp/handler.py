@@ -11,21 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import TLSSetupException
 
 from proxy import message, policy
-from proxy.clients import aws_access_key_tail
+from proxy.clients import Client, aws_access_key_tail
 from proxy.delivery import Delivery, DeliveryError, Envelope, PermanentDeliveryError
 from proxy.observability.metrics import NO_CLIENT, Metrics
 from proxy.smtp import replies
+from proxy.smtp.data import ReceivedData
 from proxy.smtp.inflight import Hold, needed_for
 from proxy.smtp.replies import Reply
-
-if TYPE_CHECKING:
-    from proxy.smtp.session import RelaySession
 
 log = logging.getLogger("proxy.smtp")
 
@@ -47,17 +44,41 @@ def _vet(
     return decision, message.strip_private_headers(raw)
 
 
-@dataclass(frozen=True)
-class ReceivedData:
-    """What DATA produced: the unstuffed message (the bytearray the reader grew), or why
-    it was discarded while reading (over the size limit, a line over 998 octets, no room
-    left in max_inflight_bytes)."""
+class Conversation(Protocol):
+    """What the handler reads of the SMTP session it answers for (`session.RelaySession`):
+    who the client is, the rules it is under, where the conversation stands."""
 
-    raw: message.Octets
-    size: int
-    too_big: bool = False
-    line_too_long: bool = False
-    no_room: bool = False
+    @property
+    def rules(self) -> policy.Rules: ...
+
+    @property
+    def client(self) -> Client | None: ...
+
+    @property
+    def require_tls(self) -> bool: ...
+
+    @property
+    def auth_mode(self) -> str: ...
+
+    @property
+    def authenticated(self) -> bool: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    @property
+    def encrypted(self) -> bool: ...
+
+    @property
+    def client_name(self) -> str: ...
+
+    def has_room_for(self, size: int) -> bool:
+        """Would max_inflight_bytes hold a message of `size` octets now?"""
+        ...
+
+    def ehlo_lines(self) -> list[str]: ...
+
+    def log_context(self) -> dict[str, Any]: ...
 
 
 class RelayHandler:
@@ -65,37 +86,43 @@ class RelayHandler:
         self.rules = rules  # for sessions that start from now on (a reload replaces them)
         self._delivery = delivery
         self._metrics = metrics
-        # Sessions waiting for a send, their client there or not (a hang-up does not
-        # cut a send: RelaySession.connection_lost): shutdown waits for them.
-        self.in_flight: set[RelaySession] = set()
         self._aws_keys_said: set[str] = set()
 
     async def handle_MAIL(
-        self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
+        self,
+        conversation: Conversation,
+        session: Any,
+        envelope: Any,
+        address: str,
+        options: list[str],
     ) -> str:
-        if server.shutting_down:
+        if conversation.shutting_down:
             return replies.SHUTTING_DOWN.text
-        if server.require_tls and not server.encrypted:
+        if conversation.require_tls and not conversation.encrypted:
             return self._reject(
-                server, replies.TLS_REQUIRED, "MAIL before TLS", "mail", {"from": address}
+                conversation, replies.TLS_REQUIRED, "MAIL before TLS", "mail", {"from": address}
             ).text
-        if server.auth_mode == "required" and not server.authenticated and server.client is None:
+        if (
+            conversation.auth_mode == "required"
+            and not conversation.authenticated
+            and conversation.client is None
+        ):
             return self._reject(
-                server, replies.AUTH_REQUIRED, "MAIL before AUTH", "mail", {"from": address}
+                conversation, replies.AUTH_REQUIRED, "MAIL before AUTH", "mail", {"from": address}
             ).text
         declared = _declared_size(options)
-        decision = policy.check_declared_size(server.rules, declared)
+        decision = policy.check_declared_size(conversation.rules, declared)
         if (
             isinstance(decision, policy.Accepted)
             and declared is not None
-            and not server.listeners.inflight.fits(declared)
+            and not conversation.has_room_for(declared)
         ):
-            return self._no_room(server, {"from": address, "size": declared}).text
+            return self._no_room(conversation, {"from": address, "size": declared}).text
         if isinstance(decision, policy.Accepted):
-            decision = policy.check_sender(server.rules, address)
+            decision = policy.check_sender(conversation.rules, address)
         if isinstance(decision, policy.Rejected):
             return self._reject(
-                server,
+                conversation,
                 replies.VERDICTS[decision.verdict],
                 decision.detail,
                 "mail",
@@ -106,12 +133,17 @@ class RelayHandler:
         return replies.SENDER_OK.text
 
     async def handle_RCPT(
-        self, server: RelaySession, session: Any, envelope: Any, address: str, options: list[str]
+        self,
+        conversation: Conversation,
+        session: Any,
+        envelope: Any,
+        address: str,
+        options: list[str],
     ) -> str:
-        decision = policy.check_recipient(server.rules, address, len(envelope.rcpt_tos))
+        decision = policy.check_recipient(conversation.rules, address, len(envelope.rcpt_tos))
         if isinstance(decision, policy.Rejected):
             return self._reject(
-                server,
+                conversation,
                 replies.VERDICTS[decision.verdict],
                 decision.detail,
                 "rcpt",
@@ -122,26 +154,33 @@ class RelayHandler:
         return replies.RECIPIENT_OK.text
 
     async def handle_EHLO(
-        self, server: RelaySession, session: Any, envelope: Any, hostname: str, responses: list[str]
+        self,
+        conversation: Conversation,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return server.ehlo_lines()
+        return conversation.ehlo_lines()
 
-    async def handle_RSET(self, server: RelaySession, session: Any, envelope: Any) -> str:
+    async def handle_RSET(self, conversation: Conversation, session: Any, envelope: Any) -> str:
         return replies.RESET_OK.text
 
-    async def handle_NOOP(self, server: RelaySession, session: Any, envelope: Any, arg: str) -> str:
+    async def handle_NOOP(
+        self, conversation: Conversation, session: Any, envelope: Any, arg: str
+    ) -> str:
         return replies.NOOP_OK.text
 
     async def handle_VRFY(
-        self, server: RelaySession, session: Any, envelope: Any, address: str
+        self, conversation: Conversation, session: Any, envelope: Any, address: str
     ) -> str:
         return replies.VRFY_NOT_OFFERED.text
 
-    async def handle_QUIT(self, server: RelaySession, session: Any, envelope: Any) -> str:
+    async def handle_QUIT(self, conversation: Conversation, session: Any, envelope: Any) -> str:
         return replies.GOODBYE.text
 
-    def log_auth(self, server: RelaySession, result: str, username: str | None) -> None:
+    def log_auth(self, conversation: Conversation, result: str, username: str | None) -> None:
         """One line per AUTH decision; the username, never the password (and of a username
         that is an AWS access key id, only its last four characters)."""
         tail = aws_access_key_tail(username) if username is not None else None
@@ -153,11 +192,11 @@ class RelayHandler:
                 "event": "auth",
                 "result": result,
                 "username": username,
-                **server.log_context(),
+                **conversation.log_context(),
             },
         )
 
-    def aws_key_as_username(self, server: RelaySession, tail: str) -> None:
+    def aws_key_as_username(self, conversation: Conversation, tail: str) -> None:
         """An SES SMTP credential still in an application: say it once per key."""
         self._metrics.auth_aws_key_usernames.inc()
         if tail in self._aws_keys_said:
@@ -169,18 +208,18 @@ class RelayHandler:
             extra={
                 "event": "aws_key_as_smtp_username",
                 "key_id_ends_with": tail,
-                **server.log_context(),
+                **conversation.log_context(),
             },
         )
 
-    def log_refusal(self, server: RelaySession, reply: Reply) -> None:
+    def log_refusal(self, conversation: Conversation, reply: Reply) -> None:
         log.info(
             "refused",
             extra={
                 "event": "refused",
                 "reason": reply.reason,
                 "reply": reply.code,
-                **server.log_context(),
+                **conversation.log_context(),
             },
         )
 
@@ -207,7 +246,7 @@ class RelayHandler:
 
     async def transaction(
         self,
-        server: RelaySession,
+        conversation: Conversation,
         mail_from: str,
         recipients: tuple[str, ...],
         data: ReceivedData,
@@ -216,7 +255,7 @@ class RelayHandler:
         """The reply to a message; `hold` is what it holds of max_inflight_bytes (the
         caller gives it back when the reply is sent)."""
         started = time.perf_counter()
-        self._metrics.messages_received.labels(server.client_name).inc()
+        self._metrics.messages_received.labels(conversation.client_name).inc()
         self._metrics.message_size.observe(data.size)
         # What a log line about this message says of it: enough to answer "did the
         # mail to X go out?", nothing of its content but the client's Message-ID.
@@ -226,23 +265,19 @@ class RelayHandler:
             "message_id": message.message_id(data.raw),
             "size": data.size,
         }
-        if data.too_big:
-            verdict = replies.VERDICTS[policy.Verdict.SIZE_EXCEEDED]
-            detail = f"DATA exceeded {server.rules.max_message_bytes} octets"
-            return self._reject(server, verdict, detail, "data", about)
-        if data.line_too_long:
-            verdict = replies.VERDICTS[policy.Verdict.MALFORMED]
-            return self._reject(server, verdict, "a line is over 998 octets", "data", about)
+        if data.refused is not None:
+            verdict = replies.VERDICTS[data.refused.verdict]
+            return self._reject(conversation, verdict, data.refused.detail, "data", about)
         # The cleaned copy and the encoded request, taken before either is made.
         if data.no_room or not hold.take(needed_for(len(data.raw)) - len(data.raw)):
-            return self._no_room(server, about)
+            return self._no_room(conversation, about)
         if len(data.raw) > _OFF_LOOP_BYTES:
-            vetted = await asyncio.to_thread(_vet, server.rules, data.raw)
+            vetted = await asyncio.to_thread(_vet, conversation.rules, data.raw)
         else:
-            vetted = _vet(server.rules, data.raw)
+            vetted = _vet(conversation.rules, data.raw)
         if isinstance(vetted, policy.Rejected):
             verdict = replies.VERDICTS[vetted.verdict]
-            return self._reject(server, verdict, vetted.detail, "data", about)
+            return self._reject(conversation, verdict, vetted.detail, "data", about)
         accepted, cleaned = vetted
         about["size"] = len(cleaned)
         envelope = Envelope(
@@ -250,18 +285,18 @@ class RelayHandler:
             recipients=recipients,
             configuration_set=accepted.configuration_set,
             tags=accepted.tags,
-            client=server.client_name,
+            client=conversation.client_name,
         )
         try:
             ses_message_id = await self._delivery.send(envelope, cleaned)
         except DeliveryError as error:
-            return self._delivery_failed(server, error, about, started)
-        self._metrics.messages_sent.labels(server.client_name).inc()
+            return self._delivery_failed(conversation, error, about, started)
+        self._metrics.messages_sent.labels(conversation.client_name).inc()
         log.info(
             "sent",
             extra={
                 "event": "sent",
-                **server.log_context(),
+                **conversation.log_context(),
                 **about,
                 "ses_message_id": ses_message_id,
                 "duration_ms": _milliseconds_since(started),
@@ -270,35 +305,39 @@ class RelayHandler:
         return replies.sent(ses_message_id)
 
     def _delivery_failed(
-        self, server: RelaySession, error: DeliveryError, about: dict[str, Any], started: float
+        self,
+        conversation: Conversation,
+        error: DeliveryError,
+        about: dict[str, Any],
+        started: float,
     ) -> Reply:
         permanent = isinstance(error, PermanentDeliveryError)
         if permanent:
             self._metrics.messages_failed.labels(error.reason).inc()
         else:
-            self._metrics.messages_deferred.labels(server.client_name, error.reason).inc()
+            self._metrics.messages_deferred.labels(conversation.client_name, error.reason).inc()
         log.warning(
             "failed" if permanent else "deferred",
             extra={
                 "event": "failed" if permanent else "deferred",
                 "reason": error.reason,
                 "detail": error.detail,
-                **server.log_context(),
+                **conversation.log_context(),
                 **about,
                 "duration_ms": _milliseconds_since(started),
             },
         )
         return Reply(error.reply, error.reason)
 
-    def _no_room(self, server: RelaySession, about: dict[str, Any]) -> Reply:
-        self._metrics.messages_deferred.labels(server.client_name, "inflight").inc()
+    def _no_room(self, conversation: Conversation, about: dict[str, Any]) -> Reply:
+        self._metrics.messages_deferred.labels(conversation.client_name, "inflight").inc()
         log.warning(
             "deferred",
             extra={
                 "event": "deferred",
                 "reason": "inflight",
                 "detail": "no room left in smtp.max_inflight_bytes",
-                **server.log_context(),
+                **conversation.log_context(),
                 **about,
             },
         )
@@ -306,14 +345,14 @@ class RelayHandler:
 
     def _reject(
         self,
-        server: RelaySession,
+        conversation: Conversation,
         reply: Reply,
         detail: str,
         stage: str,
         about: dict[str, Any],
     ) -> Reply:
         if reply.reason is not None:
-            self._metrics.messages_rejected.labels(server.client_name, reply.reason).inc()
+            self._metrics.messages_rejected.labels(conversation.client_name, reply.reason).inc()
         log.info(
             "rejected",
             extra={
@@ -322,7 +361,7 @@ class RelayHandler:
                 "stage": stage,
                 "reply": reply.code,
                 "detail": detail,
-                **server.log_context(),
+                **conversation.log_context(),
                 **about,
             },
         )

@@ -3,9 +3,9 @@
 DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
 - clients are admitted by network and counted before the banner;
 - EHLO lists exactly SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS;
-- DATA is read by our own loop: a line with no CRLF is discarded as it arrives
-  instead of buffered whole, memory stays bounded by the size limit, and the bytes
-  go to the message scan that rejects bare CR and LF;
+- DATA is read by our own reader (`data.py`): memory stays bounded by the size limit
+  and max_inflight_bytes, and the bytes go to the message scan that rejects bare CR
+  and LF and lines over 998 octets;
 - a client that hangs up (EOF, reset) during a send does not cut it: aiosmtpd's
   cancelling of the session waits until SES has answered (a client that only closed
   its sending side still reads the reply), and the idle timer is off meanwhile;
@@ -37,8 +37,9 @@ from proxy.observability.metrics import NO_CLIENT, Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp import replies
 from proxy.smtp.auth import Authenticator, as_text, decode_plain, from_base64
-from proxy.smtp.handler import ReceivedData, RelayHandler
-from proxy.smtp.inflight import Hold, InflightBytes
+from proxy.smtp.data import DataReader
+from proxy.smtp.handler import RelayHandler
+from proxy.smtp.inflight import InflightBytes
 
 # aiosmtpd's own error replies carry no enhanced status code; having advertised
 # ENHANCEDSTATUSCODES, we owe one on every 4xx/5xx reply (RFC 2034).
@@ -79,7 +80,6 @@ def plain_path(arg: str) -> tuple[str, str] | None:
 
 # RFC 5321 4.5.3.1.6: 998 octets plus CRLF, plus one for a dot added by stuffing.
 _MAX_LINE = 1001
-_TIMEOUT_RESET_EVERY = 64 * 1024
 # The reader's limit while DATA is read. The command loop's 1001 would also stop the
 # socket's reading whenever 2 KB are buffered (asyncio pauses a stream over twice its
 # limit): two epoll calls for every message over 2 KB, ~5 % of a small message's CPU,
@@ -104,6 +104,9 @@ class Listeners:
         self.authenticator = self._authenticator()
         self.inflight = InflightBytes(settings.max_inflight_bytes, metrics.inflight_bytes)
         self.sessions: set[RelaySession] = set()
+        # Sessions waiting for a send, their client there or not (a hang-up does not
+        # cut a send: RelaySession.connection_lost): shutdown waits for them.
+        self.sending: set[RelaySession] = set()
         self._per_address: dict[str, int] = {}
         self.shutting_down = False
         # Per kind of session: the plain attributes aiosmtpd's SMTP.__init__ set on a
@@ -265,7 +268,7 @@ class RelaySession(SMTP):
         vars(self).update(plain)
         for name, rebind in others.items():
             setattr(self, name, rebind(self))
-        self.relay = handler
+        self.handler = handler
         self.listeners = listeners
         # A reload (SIGHUP) changes these for sessions that start after it, not this one.
         self.rules = handler.rules
@@ -276,9 +279,9 @@ class RelaySession(SMTP):
         self.client: Client | None = None
         self.authenticated = False
         self.session_id = f"s{next(_session_ids)}"
-        self.busy = False
+        self.in_data = False
         self._hung_up_while_sending = False
-        self._counted = False
+        self._holds_slot = False
         self._held_lines: list[str] = []
 
     @staticmethod
@@ -319,6 +322,9 @@ class RelaySession(SMTP):
             self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
         )
 
+    def has_room_for(self, size: int) -> bool:
+        return self.listeners.inflight.fits(size)
+
     def peer_host(self) -> str:
         peer = self.session.peer if self.session is not None else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
@@ -341,7 +347,7 @@ class RelaySession(SMTP):
 
     def become(self, client: Client | None) -> None:
         self.client = client
-        self.rules = client.rules if client is not None else self.relay.rules
+        self.rules = client.rules if client is not None else self.handler.rules
 
     def ehlo_lines(self) -> list[str]:
         keywords = [
@@ -373,12 +379,12 @@ class RelaySession(SMTP):
         elif listeners.full_for(self.peer_host()):
             refusal = replies.TOO_MANY_CONNECTIONS
         if refusal is not None:
-            self.relay.log_refusal(self, refusal)
+            self.handler.log_refusal(self, refusal)
             await self.push(refusal.text)
             self.transport.close()
             return
         listeners.occupy(self, self.peer_host())
-        self._counted = True
+        self._holds_slot = True
         client = by_network(self.listeners.clients, self.peer_host())
         if client is not None:
             self.become(client)
@@ -389,8 +395,8 @@ class RelaySession(SMTP):
 
     def _release(self) -> None:
         """Give the slot and the gauge back: once, however the session ends."""
-        if self._counted:
-            self._counted = False
+        if self._holds_slot:
+            self._holds_slot = False
             self.listeners.vacate(self, self.peer_host())
 
     # aiosmtpd cancels the session's task when the client hangs up (EOF or a lost
@@ -398,7 +404,7 @@ class RelaySession(SMTP):
     # processing, so the cancelling waits until the send is over (smtp_DATA).
 
     def eof_received(self) -> bool | None:
-        if self not in self.relay.in_flight:
+        if self not in self.listeners.sending:
             return super().eof_received()
         self._hung_up_while_sending = True
         assert self.session is not None
@@ -408,7 +414,7 @@ class RelaySession(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self._release()
-        if self not in self.relay.in_flight:
+        if self not in self.listeners.sending:
             super().connection_lost(error)
             return
         self._hung_up_while_sending = True
@@ -421,7 +427,7 @@ class RelaySession(SMTP):
 
     def close_if_idle(self) -> None:
         """Say goodbye to a session between transactions (its slot is free at once)."""
-        if self.busy or (self.envelope is not None and self.envelope.mail_from):
+        if self.in_data or (self.envelope is not None and self.envelope.mail_from):
             return
         if self.transport is not None:
             self._writer.write(replies.SHUTTING_DOWN.text.encode("ascii") + b"\r\n")
@@ -513,7 +519,7 @@ class RelaySession(SMTP):
         host = self.peer_host()
         if authenticator.locked_out(host):
             metrics.auth_attempts.labels("locked_out").inc()
-            self.relay.log_auth(self, "locked_out", None)
+            self.handler.log_auth(self, "locked_out", None)
             await self.push(replies.AUTH_LOCKED_OUT.text)
             return
         credentials = await self._credentials(mechanism.upper(), initial.strip())
@@ -522,12 +528,12 @@ class RelaySession(SMTP):
         username, password = credentials
         tail = aws_access_key_tail(username)
         if tail is not None:
-            self.relay.aws_key_as_username(self, tail)
+            self.handler.aws_key_as_username(self, tail)
         verified = await authenticator.verify(username, password)
         if verified is None:
             authenticator.failed(host)
             metrics.auth_attempts.labels("bad_credentials").inc()
-            self.relay.log_auth(self, "bad_credentials", username)
+            self.handler.log_auth(self, "bad_credentials", username)
             await self.push(replies.AUTH_INVALID.text)
             return
         self.authenticated = True
@@ -536,7 +542,7 @@ class RelaySession(SMTP):
         if not verified.remembered:
             # Once per verification, not per login: an app that logs in for every
             # message would otherwise double the relay's log lines.
-            self.relay.log_auth(self, "success", username)
+            self.handler.log_auth(self, "success", username)
         await self.push(replies.AUTH_OK.text)
 
     async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str] | None:
@@ -583,27 +589,28 @@ class RelaySession(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
-        self.busy = True
+        self.in_data = True
         hold = self.listeners.inflight.hold()
         try:
             await self.push(replies.START_DATA.text)
             self._reader._limit = _DATA_READ_LIMIT  # type: ignore[attr-defined]
             try:
-                data = await self._read_data(hold)
+                reader = DataReader(self._reader, self.rules, hold, self._reset_timeout)
+                data = await reader.read()
             finally:
                 self._reader._limit = self.line_length_limit  # type: ignore[attr-defined]
             # The idle timeout must not cut a session that waits for SES: the
             # client would retry a message that may have been sent.
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
-            in_flight = self.relay.in_flight
-            in_flight.add(self)  # sending: a hang-up now waits for the send (connection_lost)
+            sending = self.listeners.sending
+            sending.add(self)  # sending: a hang-up now waits for the send (connection_lost)
             try:
-                reply = await self.relay.transaction(
+                reply = await self.handler.transaction(
                     self, envelope.mail_from, tuple(envelope.rcpt_tos), data, hold
                 )
             finally:
-                in_flight.discard(self)
+                sending.discard(self)
                 del data  # the message's bytes go with the hold, not after the reply
                 hold.release()
                 # Whatever the outcome, the transaction is over: a new MAIL may follow.
@@ -620,115 +627,4 @@ class RelaySession(SMTP):
             await self.push(reply.text)
         finally:
             hold.release()
-            self.busy = False
-
-    async def _read_data(self, hold: Hold) -> ReceivedData:
-        # Chunks, not lines: the reader's buffer is searched for the end of data
-        # (CRLF "." CRLF) at C speed and each chunk is unstuffed as it comes and
-        # appended to one bytearray: neither a replace nor a join of the whole message
-        # holds the loop at the end. When readuntil overruns its limit, the bytes it
-        # lets us take cannot hold the start of an end marker (it would have been seen
-        # whole in the buffer), so nothing after the dot is consumed (pipelined
-        # commands follow it) and no marker straddles two chunks. Only the start of
-        # the data, where the DATA line's CRLF begins a possible marker, is read in
-        # exact steps. Memory stays bounded: once the data is over the size limit, or
-        # a line is over the line limit, chunks are counted and dropped as they come.
-        marker = b"\r\n.\r\n"
-        max_run = _MAX_LINE + 1  # octets before an LF: the line, a stuffing dot, its CR
-        reader = self._reader
-        limit = self.rules.max_message_bytes
-        kept = bytearray()
-        received = 0  # octets of content as sent, stuffing dots included
-        dots = 0  # stuffing dots: removed from kept chunks, counted in dropped ones
-        keep = True
-        line_too_long = False
-        no_room = False  # max_inflight_bytes had no room for the next chunk
-        run = 0  # octets since the last LF
-        since_reset = 0
-        previous = b"\r\n"  # the last two octets before the chunk: the DATA line's CRLF
-
-        def stuffing(before: bytes, chunk: bytes) -> int:
-            count = chunk.count(b"\r\n.")
-            if before.endswith(b"\r\n"):
-                count += chunk.startswith(b".")
-            elif before.endswith(b"\r"):
-                count += chunk.startswith(b"\n.")
-            return count
-
-        def has_long_line(chunk: bytes) -> bool:
-            # Jumps to the last LF within reach of the line start: about one step per
-            # kilobyte, however short the lines are.
-            nonlocal run
-            pos, carried, size = 0, run, len(chunk)
-            while True:
-                stop = pos + max_run - carried + 1  # the LF must come before this
-                if stop > size:
-                    last = chunk.rfind(b"\n", pos)
-                    run = carried + size - pos if last < 0 else size - last - 1
-                    return False
-                last = chunk.rfind(b"\n", pos, stop)
-                if last < 0:
-                    return True
-                pos, carried = last + 1, 0
-
-        def unstuffed(before: bytes, chunk: bytes) -> bytes:
-            # "CRLF ." cannot overlap itself: removing its dot chunk by chunk, with
-            # the one that straddles two chunks, removes what one replace would.
-            if before.endswith(b"\r\n") and chunk.startswith(b"."):
-                chunk = chunk[1:]
-            elif before.endswith(b"\r") and chunk.startswith(b"\n."):
-                chunk = b"\n" + chunk[2:]
-            return chunk.replace(b"\r\n.", b"\r\n")
-
-        def take(chunk: bytes) -> None:
-            nonlocal received, dots, keep, line_too_long, no_room, since_reset, previous
-            if not chunk:
-                return
-            received += len(chunk)
-            since_reset += len(chunk)
-            if since_reset >= _TIMEOUT_RESET_EVERY:
-                since_reset = 0
-                self._reset_timeout()
-            if keep:
-                line_too_long = has_long_line(chunk)
-                content = unstuffed(previous, chunk)
-                dots += len(chunk) - len(content)
-                no_room = not hold.take(len(content))
-                kept.extend(content)
-                if line_too_long or no_room or received - dots > limit:
-                    keep = False
-                    del kept[:]
-                    hold.release()
-            else:
-                dots += stuffing(previous, chunk)
-            previous = (previous + chunk)[-2:] if len(chunk) < 2 else chunk[-2:]
-
-        # A possible end marker not yet ruled out: held back, not yet taken as content.
-        # At first it is the DATA line's CRLF, which is no content at all.
-        pending, virtual = b"\r\n", True
-        while pending:
-            candidate = pending + await reader.readexactly(len(marker) - len(pending))
-            if candidate == marker:
-                if not virtual:
-                    take(b"\r\n")  # the CRLF ending the last line
-                break
-            pending = next(
-                (candidate[-k:] for k in (4, 3, 2, 1) if candidate[-k:] == marker[:k]), b""
-            )
-            take(candidate[2 if virtual else 0 : len(candidate) - len(pending)])
-            virtual = False
-        else:
-            while True:
-                try:
-                    chunk = await reader.readuntil(marker)
-                except asyncio.LimitOverrunError as overrun:
-                    take(await reader.read(overrun.consumed))
-                else:
-                    take(chunk[:-3])  # the CRLF before the dot ends the last line
-                    break
-        if keep:
-            return ReceivedData(kept, len(kept))
-        size = received - dots
-        return ReceivedData(
-            b"", size, too_big=size > limit, line_too_long=line_too_long, no_room=no_room
-        )
+            self.in_data = False

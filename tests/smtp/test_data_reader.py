@@ -1,101 +1,62 @@
-"""The chunked DATA reader (RelaySession._read_data) against the line-by-line reader
-it replaced, on random byte streams split at random points.
+"""The chunked DATA reader (proxy/smtp/data.py) against an oracle: the whole stream's
+end marker found at once and its dots removed with one replace, on random byte streams
+split at random points.
 
-(It lives here with the rest of issue #6's tests; its natural home is tests/smtp/.)
-Both readers get the same stream, with a pipelined command after the end of data:
-they must stop at the same byte, agree on too big / line too long, and, when they
-keep the message, return the same unstuffed bytes and size.
+Each stream carries a pipelined command after the end of data: the reader must stop at
+the marker's last byte, and return the unstuffed bytes and their size, or, over the
+size limit, the policy's refusal and the size, with nothing kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import Gauge
 
+from proxy.policy import Rules, Verdict
 from proxy.smtp import session as session_module
-from proxy.smtp.handler import ReceivedData
+from proxy.smtp.data import DataReader, ReceivedData
 from proxy.smtp.inflight import InflightBytes
-from proxy.smtp.session import RelaySession
 from tests.properties import examples
 
 LINE_LIMIT = 1001  # aiosmtpd's StreamReader limit: RelaySession.line_length_limit
 # smtp_DATA raises the reader's limit to this while the chunked reader runs.
 DATA_LIMIT = session_module._DATA_READ_LIMIT
+MARKER = b"\r\n.\r\n"
 
 
-@dataclass
-class _Rules:
-    max_message_bytes: int
-
-
-class _Session:
-    """What _read_data touches on a RelaySession: the reader, the limit, the timer."""
-
-    def __init__(self, limit: int, reader_limit: int) -> None:
-        self._reader = asyncio.StreamReader(limit=reader_limit)
-        self.rules = _Rules(limit)
-        # max_inflight_bytes out of the way: these tests are about the reading.
-        self.hold = InflightBytes(1 << 40, Gauge("held", "", registry=None)).hold()
-
-    def _reset_timeout(self) -> None:
-        pass
-
-
-async def line_reader(self: Any) -> ReceivedData:
-    """The reader before issue #6, verbatim but for the timeout reset."""
-    limit = self.rules.max_message_bytes
-    lines: list[bytes] = []
-    size = 0
-    line_too_long = False
-    inside_long_line = False
-    while True:
-        try:
-            line = await self._reader.readuntil(b"\r\n")
-        except asyncio.LimitOverrunError as overrun:
-            line = await self._reader.read(overrun.consumed)
-            line_too_long = inside_long_line = True
-        else:
-            if inside_long_line:
-                inside_long_line = False
-            elif line == b".\r\n":
-                break
-            elif line.startswith(b"."):
-                line = line[1:]
-        size += len(line)
-        if size > limit or line_too_long:
-            lines.clear()
-        else:
-            lines.append(line)
-    return ReceivedData(b"".join(lines), size, too_big=size > limit, line_too_long=line_too_long)
+def oracle(stream: bytes) -> tuple[bytes, bytes]:
+    """(the unstuffed content, what follows the end of data) of a stream sent after DATA."""
+    # The DATA line's CRLF may begin the marker: an empty message is just ".\r\n".
+    end = (b"\r\n" + stream).find(MARKER)
+    assert end >= 0
+    content = stream[:end]  # up to the CRLF that ends the last line
+    return (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:], stream[end + 3 :]
 
 
 async def run(
-    reader: Any, stream: bytes, cuts: list[int], limit: int, reader_limit: int = LINE_LIMIT
-) -> tuple[Any, bytes]:
-    session = _Session(limit, reader_limit)
+    stream: bytes, cuts: list[int], limit: int, reader_limit: int = LINE_LIMIT
+) -> tuple[ReceivedData, bytes]:
+    """What the reader made of `stream` fed in pieces, and what it left in the stream."""
+    source = asyncio.StreamReader(limit=reader_limit)
+    # max_inflight_bytes out of the way: these tests are about the reading.
+    hold = InflightBytes(1 << 40, Gauge("held", "", registry=None)).hold()
 
     async def feed() -> None:
         start = 0
         for cut in [*sorted(set(cuts)), len(stream)]:
-            session._reader.feed_data(stream[start:cut])
+            source.feed_data(stream[start:cut])
             start = cut
             await asyncio.sleep(0)
-        session._reader.feed_eof()
+        source.feed_eof()
 
     feeder = asyncio.get_running_loop().create_task(feed())
-    result = await reader(session)
+    reader = DataReader(source, Rules(("*",), ("*",), 1, limit), hold, lambda: None)
+    result = await reader.read()
     await feeder
-    rest = await session._reader.read()
-    return result, rest
-
-
-async def chunked(session: Any) -> ReceivedData:
-    return await RelaySession._read_data(session, session.hold)
+    return result, await source.read()
 
 
 PIECES = [b"\r\n", b".", b"..", b"\r", b"\n", b"x", b"abc", b"\r\n.\r\n", b"\r\n..\r\n", b"."]
@@ -110,36 +71,31 @@ pieces = st.one_of(
 @given(
     body=st.lists(pieces, max_size=40).map(b"".join),
     cuts=st.lists(st.integers(0, 6000), max_size=6),
-    limit=st.sampled_from([0, 10, 100, 1500, 3000, 10**6]),
+    limit=st.sampled_from([1, 10, 100, 1500, 3000, 10**6]),
     reader_limit=st.sampled_from([LINE_LIMIT, 1500, DATA_LIMIT]),
 )
-def test_the_chunked_reader_agrees_with_the_line_reader(
+def test_the_chunked_reader_agrees_with_the_oracle(
     body: bytes, cuts: list[int], limit: int, reader_limit: int
 ) -> None:
     stream = body + b"\r\n.\r\nNOOP\r\n"
-    new, new_rest = asyncio.run(run(chunked, stream, cuts, limit, reader_limit))
-    old, old_rest = asyncio.run(run(line_reader, stream, cuts, limit))
-    assert new_rest == old_rest  # stopped at the same byte: nothing after the dot taken
-    assert new.too_big == old.too_big
-    if not old.line_too_long:
-        # (The line reader did not unstuff the dot of a long line: its size is one
-        # more there. The reply is the same: 552 or 550.)
-        assert new.size == old.size
-    content = stream[: len(stream) - len(new_rest)]
-    paired = content.replace(b"\r\n", b"")
-    if not (b"\r" in paired or b"\n" in paired or new.too_big):
-        # Once over the size limit the new reader stops looking at lines: 552 wins.
-        assert new.line_too_long == old.line_too_long
-    if not (new.too_big or new.line_too_long or old.line_too_long):
-        assert new.raw == old.raw
-    # With a bare CR or LF the readers may disagree on which line is long, never on
-    # what the client hears: the message scan refuses bare CR/LF with the same 550.
+    data, rest = asyncio.run(run(stream, cuts, limit, reader_limit))
+    content, expected_rest = oracle(stream)
+    assert rest == expected_rest  # stopped at the marker: nothing after the dot taken
+    assert data.size == len(content)
+    assert not data.no_room
+    if len(content) > limit:
+        assert data.refused is not None
+        assert data.refused.verdict is Verdict.SIZE_EXCEEDED
+        assert data.raw == b""
+    else:
+        assert data.refused is None
+        assert data.raw == content
 
 
 def test_a_terminator_split_at_every_position() -> None:
     message = b"From: a@example.com\r\n\r\n.hidden\r\n..\r\nend\r\n"
     stream = message + b".\r\nQUIT\r\n"
     for cut in range(len(stream)):
-        new, rest = asyncio.run(run(chunked, stream, [cut], 10**6, DATA_LIMIT))
+        new, rest = asyncio.run(run(stream, [cut], 10**6, DATA_LIMIT))
         assert rest == b"QUIT\r\n"
         assert new.raw == b"From: a@example.com\r\n\r\nhidden\r\n.\r\nend\r\n"

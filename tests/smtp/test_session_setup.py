@@ -111,7 +111,7 @@ def shared_state(first: RelaySession, second: RelaySession) -> list[str]:
     """The mutable objects both sessions reach, other than those shared by design."""
     # Shared by design, whole: the handler, the listeners' registry, the event loop
     # and the TLS context every session of a listener is given.
-    stops = [first.relay, first.listeners, first.loop, first.tls_context]
+    stops = [first.handler, first.listeners, first.loop, first.tls_context]
     mine = _mutable_reach(first, stops)
     theirs = _mutable_reach(second, stops)
     return sorted(
@@ -144,7 +144,7 @@ def _reference(
     session = RelaySession.__new__(RelaySession)
     loop = asyncio.get_running_loop()
     RelaySession._init_smtp(session, handler, listeners.settings, None if implicit else tls, loop)
-    session.relay = handler
+    session.handler = handler
     session.listeners = listeners
     session.rules = handler.rules
     session.require_tls = listeners.settings.require_tls
@@ -153,9 +153,9 @@ def _reference(
     session.client = None
     session.authenticated = False
     session.session_id = "s0"
-    session.busy = False
+    session.in_data = False
     session._hung_up_while_sending = False
-    session._counted = False
+    session._holds_slot = False
     session._held_lines = []
     return session
 
