@@ -17,9 +17,10 @@ fail too.
 
 With `ses.api: v2`, identities, DKIM and the configuration set are read with v1's
 calls (v2 has no batch of them; both APIs see the same account), sending and the
-quota with v2's GetAccount, and the test message goes out on the relay's own v2
-SendEmail path. A credential denied ses:SendEmail there is most often a policy
-written for v1 (ses:SendRawEmail only): the line says so, with the fix.
+quota with v2's GetAccount. The test message goes out through the relay's own delivery
+(`delivery/ses.py`) whichever API sends: the path, signer and transport the relay uses.
+Under v2, a credential denied ses:SendEmail is most often a policy written for v1
+(ses:SendRawEmail only): the line says so, with the fix.
 
 Nothing secret is printed: no key, token or signature ever reaches a line.
 """
@@ -36,16 +37,17 @@ from email.policy import SMTP
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import CollectorRegistry
 
 from proxy.addresses import AddressError, matches_any, parse_envelope_address
 from proxy.aws.credentials import CredentialSource
 from proxy.aws.errors import error_reply
-from proxy.aws.sendraw import SendOptions
-from proxy.aws.ses_client import Sender, SesClient
-from proxy.delivery import DeliveryError
-from proxy.delivery.ses import failure_of
+from proxy.aws.ses_client import SesClient
+from proxy.delivery import DeliveryError, Envelope
+from proxy.delivery.ses import SesDelivery
 from proxy.delivery.ses_errors import classify, unreachable
 from proxy.iam.generate import configuration_set_keys, sender_keys
+from proxy.observability.metrics import Metrics
 from proxy.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -650,47 +652,24 @@ def _probe(settings: Settings, to: str) -> tuple[str, bytes] | Line:
     return sender, probe_message(sender, to, datetime.now(UTC), socket.gethostname())
 
 
-async def _test_send_v2(sender: Sender, settings: Settings, to: str) -> Line:
-    """The test message on the relay's own lean SendEmail path."""
+async def _test_send(delivery: SesDelivery, settings: Settings, to: str) -> Line:
+    """The test message through the relay's own delivery: the lean path, its signer,
+    transport and CA bundle, and its classification of what SES answered."""
     probe = _probe(settings, to)
     if isinstance(probe, Line):
         return probe
     source, raw = probe
+    envelope = Envelope(source, (to,), configuration_set=settings.ses.configuration_set)
     try:
-        message_id = await sender.send(
-            source, [to], raw, SendOptions(configuration_set=settings.ses.configuration_set)
-        )
-    except Exception as error:
-        failure = failure_of(error)
-        if failure is None:
-            raise
-        return probe_line(to, failure, "v2")
-    return probe_line(to, message_id, "v2")
+        message_id = await delivery.send(envelope, raw)
+    except DeliveryError as failure:
+        return probe_line(to, failure, settings.ses.api)
+    return probe_line(to, message_id, settings.ses.api)
 
 
-async def _test_send(client: SESClient, settings: Settings, to: str) -> Line:
-    probe = _probe(settings, to)
-    if isinstance(probe, Line):
-        return probe
-    sender, raw = probe
-    configuration_set = settings.ses.configuration_set
-    call = (
-        client.send_raw_email(
-            Source=sender,
-            Destinations=[to],
-            RawMessage={"Data": raw},
-            ConfigurationSetName=configuration_set,
-        )
-        if configuration_set is not None
-        else client.send_raw_email(Source=sender, Destinations=[to], RawMessage={"Data": raw})
-    )
-    answer = await _ask(call)
-    if isinstance(answer, CallFailed):
-        return probe_line(to, answer.as_delivery_error())
-    return probe_line(to, answer["MessageId"])
-
-
-async def checks(client: SESClient, settings: Settings, to: str | None) -> AsyncIterator[Line]:
+async def checks(
+    client: SESClient, delivery: SesDelivery, settings: Settings, to: str | None
+) -> AsyncIterator[Line]:
     """Every SES check in order, each line as soon as it is known; `to` adds the test send."""
     for line in await _check_identities(client, settings):
         yield line
@@ -700,11 +679,11 @@ async def checks(client: SESClient, settings: Settings, to: str | None) -> Async
     for line in await _check_quota(client, settings):
         yield line
     if to is not None:
-        yield await _test_send(client, settings, to)
+        yield await _test_send(delivery, settings, to)
 
 
 async def checks_v2(
-    reads: SESClient, account: Any, sender: Sender, settings: Settings, to: str | None
+    reads: SESClient, account: Any, delivery: SesDelivery, settings: Settings, to: str | None
 ) -> AsyncIterator[Line]:
     """The same checklist for `ses.api: v2` (see the module docstring)."""
     for line in await _check_identities(reads, settings):
@@ -714,7 +693,7 @@ async def checks_v2(
     for line in await _check_account_v2(account, settings):
         yield line
     if to is not None:
-        yield await _test_send_v2(sender, settings, to)
+        yield await _test_send(delivery, settings, to)
 
 
 def _recipient(send_test_to: str) -> str:
@@ -748,17 +727,17 @@ async def run_doctor(
     # Credentials that cannot be had raise CredentialError (exit 2): nothing can be checked.
     ses = SesClient(settings.ses, session_policy)
     await ses.connect()
+    delivery = SesDelivery(ses, Metrics(CollectorRegistry()))
     try:
         assert ses.credential_source is not None
         assert ses.api is not None
         emit(credential_line(ses.credential_source, ses.credential_expiry(), datetime.now(UTC)))
         if settings.ses.api == "v2":
-            assert ses.sender is not None
-            lines_v2 = checks_v2(await ses.v1_api(), ses.api, ses.sender, settings, to)
+            lines_v2 = checks_v2(await ses.v1_api(), ses.api, delivery, settings, to)
             async for line in lines_v2:
                 emit(line)
         else:
-            async for line in checks(ses.api, settings, to):
+            async for line in checks(ses.api, delivery, settings, to):
                 emit(line)
     finally:
         await ses.close()
