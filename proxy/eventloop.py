@@ -2,14 +2,13 @@
 
 An SMTP transaction wakes the relay five times (four commands and SES's answer), and
 on a virtual machine waking a sleeping vCPU is slow: the hypervisor has to run it
-again. On the bench's 2-vCPU VM a round trip between two processes on different vCPUs
-takes 60-80 µs, 5 µs on one (`make bench` prints it). So when the loop has nothing to
+again: a round trip between two processes on different vCPUs takes many times what it
+takes on one (`make bench` prints both). So when the loop has nothing to
 do, the selector first polls without blocking for a short window and only then sleeps
 in epoll, as the kernel's haltpoll idle governor does for a guest and as Go's
-scheduler does before it parks a thread. `make bench`, one session: latency p50 0.72
--> 0.45 ms, p99 1.1-1.9 -> 0.65-0.95 ms, and less CPU per message (a poll that catches
-the next command costs less than a sleep and a wake-up); with 20 busy sessions, within
-the noise.
+scheduler does before it parks a thread: lower latency, and less CPU per message (a
+poll that catches the next command costs less than a sleep and a wake-up). The
+figures that keep it are in docs/performance.md.
 
 The window follows haltpoll's rule (drivers/cpuidle/governors/haltpoll.c, with its
 default parameters): it grows, doubling from 50 µs up to 200 µs, while the loop's
@@ -21,7 +20,7 @@ stops polling after a few waits; at worst one window of CPU is spent per idle st
 Polling needs a CPU to spare: the peer that will wake the loop needs one to run on. A
 process allowed less than two CPUs (its affinity, or a cgroup CPU quota such as a
 container's CPU limit) does not poll: on one CPU the loop would only take time from
-the peers it waits for (`make bench --one-cpu`: 20 % more CPU per message and slower
+the peers it waits for (`make bench --one-cpu`: more CPU per message and slower
 replies), and under a small quota it would spend the quota.
 """
 

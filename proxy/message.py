@@ -73,7 +73,7 @@ _HEADER_SEARCH_OCTETS = 64 * 1024
 
 # Counting runs in steps of this many octets: a worker thread that checks a 10 MB
 # message then holds the GIL (which bytes.count keeps) for a millisecond at a time,
-# not for one 10 ms call that the event loop would wait out.
+# not for one long call that the event loop would wait out.
 _COUNT_STEP = 1024 * 1024
 
 

@@ -62,7 +62,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # `<local@domain>` in its plain dot-atom form, then the parameters: the form nearly
 # every client sends, parsed here at C speed. Anything else goes to aiosmtpd's own
-# parser (pure Python, ~14 % of a small message's CPU); policy judges either way.
+# parser (pure Python, costly: docs/performance.md); policy judges either way.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
     rf"[ \t]*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
@@ -82,8 +82,8 @@ def plain_path(arg: str) -> tuple[str, str] | None:
 _MAX_LINE = 1001
 # The reader's limit while DATA is read. The command loop's 1001 would also stop the
 # socket's reading whenever 2 KB are buffered (asyncio pauses a stream over twice its
-# limit): two epoll calls for every message over 2 KB, ~5 % of a small message's CPU,
-# and a 10 MB one read in small steps. The reader's buffer stays below twice this.
+# limit): two epoll calls for every message over 2 KB, and a 10 MB one read in small
+# steps. The reader's buffer stays below twice this.
 _DATA_READ_LIMIT = 64 * 1024
 _session_ids = itertools.count(1)
 _ADMITTED_MAX = 4096
@@ -115,8 +115,8 @@ class Listeners:
             tuple[Any, ...], tuple[dict[str, Any], dict[str, Callable[[object], Any]]]
         ] = {}
         # Admission by client address, decided once per address: the networks never
-        # change, and an application connects again and again from the same one
-        # (parsing the address was ~4 % of a connection's CPU). Bounded.
+        # change, and an application connects again and again from the same one.
+        # Bounded.
         self._admitted: dict[str, bool] = {}
 
     def reconfigure(self, settings: SmtpSettings, clients: Sequence[Client]) -> None:
@@ -173,8 +173,8 @@ class Listeners:
 
 class _BoundMethods(Mapping[str, Any]):
     """A table of a session's methods (aiosmtpd's command table), each bound to the
-    session when looked up: binding all of them for every connection cost ~7 % of a
-    connection's CPU, and a session looks up a handful."""
+    session when looked up: a session looks up a handful, and binding all of them for
+    every connection is a cost a new connection per message pays each time."""
 
     __slots__ = ("_functions", "_session")
 
@@ -235,8 +235,8 @@ class RelaySession(SMTP):
         implicit_tls: bool,
     ) -> None:
         # aiosmtpd's SMTP.__init__ builds its command, hook and AUTH tables with
-        # inspect.getmembers() and dir() over this object and the handler: ~0.13 ms,
-        # a sixth of the CPU of a message on a new connection. What it sets depends
+        # inspect.getmembers() and dir() over this object and the handler, the biggest
+        # cost of a new connection (docs/performance.md). What it sets depends
         # only on the arguments, so it runs once per kind of session, on a model that
         # never connects; each session runs the stream protocol's own set-up and
         # copies the rest from the model, the model's methods bound to itself (those
@@ -448,8 +448,8 @@ class RelaySession(SMTP):
         return task
 
     def _reset_timeout(self, duration: float | None = None) -> None:
-        # aiosmtpd cancels its timer and schedules a new one on every command (~3 % of
-        # a small message's CPU). One timer is kept instead: a command only moves the
+        # aiosmtpd cancels its timer and schedules a new one on every command. One
+        # timer is kept instead: a command only moves the
         # deadline, and the timer, when it fires early, waits for the rest.
         deadline = self.loop.time() + (duration or self._timeout_duration)
         self._idle_deadline = deadline

@@ -13,7 +13,6 @@ import calendar
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote_plus
 
 import pytest
 from aiobotocore.config import AioConfig
@@ -192,13 +191,6 @@ def test_sliced_encoding_equals_one_pass(size: int) -> None:
     raw = (b"\xfb\xff\xbe" * (size // 3 + 1))[:size]
     head, tail = sendraw.form_parts("a@example.com", ["b@example.net"], SendOptions())
     assert sendraw.encode_body_sliced(head, raw, tail) == sendraw.encode_body(head, raw, tail)
-
-
-@given(st.text(st.sampled_from("aZ09_.~@-+ %/=&é\u212a")) | st.text())
-@settings(max_examples=examples(300))
-def test_a_form_field_is_escaped_as_quote_plus_escapes_it(value: str) -> None:
-    # form_parts escapes the plain characters of an address with one replace.
-    assert sendraw._field(value) == quote_plus(value).encode("ascii")
 
 
 def test_the_endpoint_is_the_one_botocore_resolves_without_endpoint_url() -> None:
