@@ -1,4 +1,4 @@
-"""SESv2 SendEmail with raw content on the lean path of `sendraw.py` (`ses.api: v2`).
+"""SESv2 SendEmail with raw content on the lean path of `lean.py` (`ses.api: v2`).
 
 `POST /v2/email/outbound-emails`, a JSON body (field names from botocore's `sesv2`
 model, 2019-09-27), signed like v1 (signing name `ses`) and sent on the same
@@ -21,7 +21,7 @@ from typing import Final
 
 from botocore.parsers import ResponseParserError, RestJSONParser
 
-from proxy.aws.sendraw import LeanSend, MalformedAnswer, SendOptions, SesErrorReply
+from proxy.aws.lean import LeanSend, MalformedAnswer, SendOptions, SesErrorReply
 
 OPERATION_PATH: Final = "/v2/email/outbound-emails"
 CONTENT_TYPE: Final = "application/json"

@@ -2,9 +2,9 @@
 
 Shared by the delivery backend and the quota watcher. `ses.api` picks the service:
 v1 `ses` (SendRawEmail, GetSendQuota) or v2 `sesv2` (SendEmail, GetAccount). The
-per-message send takes the lean path (`sendraw.py`, `sendemail.py`), built from this
-client (endpoint, signing name, timeouts, pool size; its HTTP session only behind a
-proxy) and this session's live credentials and CA bundle.
+per-message send takes the lean path (`lean.py`; `sendraw.py` for v1, `sendemail.py`
+for v2), built from this client (endpoint, signing name, timeouts, pool size; its HTTP
+session only behind a proxy) and this session's live credentials and CA bundle.
 botocore's own retries are off: a retry inside the client would hide throttling
 from the pacing box and could send twice after a timeout.
 
@@ -34,8 +34,9 @@ from proxy.aws.credentials import (
     credential_expiry,
     open_session,
 )
+from proxy.aws.lean import SendOptions
 from proxy.aws.sendemail import SendEmail
-from proxy.aws.sendraw import SendOptions, SendRawEmail
+from proxy.aws.sendraw import SendRawEmail
 from proxy.message import Octets
 from proxy.settings import SesSettings
 

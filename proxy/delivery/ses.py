@@ -1,5 +1,5 @@
 """The SES backend: SendRawEmail (v1) or SendEmail (v2) through the process's one SES
-client (aws/ses_client.py), on its lean per-message path (aws/sendraw.py, sendemail.py).
+client (aws/ses_client.py), on its lean per-message path (aws/lean.py).
 
 One attempt per message: the SMTP client hears 451 (nothing sent), 554 (SES refused
 the message itself) or 250 with SES's MessageId.
@@ -20,7 +20,7 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from proxy.aws.errors import error_reply
-from proxy.aws.sendraw import MalformedAnswer, SendOptions, SesErrorReply
+from proxy.aws.lean import MalformedAnswer, SendOptions, SesErrorReply
 from proxy.aws.ses_client import SesClient
 from proxy.aws.transport import TransportError
 from proxy.delivery import DeliveryError, Envelope

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from proxy.aws.sendraw import SendOptions
+from proxy.aws.lean import SendOptions
 from proxy.aws.ses_client import SesClient
 from proxy.delivery.ses import failure_of
 from proxy.settings import SesSettings

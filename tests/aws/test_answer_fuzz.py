@@ -26,7 +26,8 @@ from botocore.parsers import ResponseParserError
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from proxy.aws.sendraw import MalformedAnswer, SesErrorReply, parse_error, parse_message_id
+from proxy.aws.lean import MalformedAnswer, SesErrorReply
+from proxy.aws.sendraw import parse_error, parse_message_id
 from tests.fakes.aws import SES_NS
 from tests.properties import examples
 

@@ -13,8 +13,8 @@ from botocore.parsers import ResponseParserError
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from proxy.aws.lean import MalformedAnswer, SesErrorReply
 from proxy.aws.sendemail import parse_error, parse_message_id
-from proxy.aws.sendraw import MalformedAnswer, SesErrorReply
 from tests.properties import examples
 
 REAL_ID = "0107018f2b3c4d5e-1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d-000000"

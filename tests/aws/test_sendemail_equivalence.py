@@ -24,9 +24,9 @@ from botocore.loaders import Loader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.aws import sendemail, sendraw
+from proxy.aws import payload, sendemail
+from proxy.aws.lean import SendOptions
 from proxy.aws.sendemail import SendEmail
-from proxy.aws.sendraw import SendOptions
 from tests.aws.test_sendraw_equivalence import addresses, options
 from tests.properties import examples
 
@@ -164,7 +164,7 @@ def test_without_endpoint_url_it_posts_where_botocore_does() -> None:
 def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
     offline = Botocore("http://127.0.0.1:9/", "token")
     try:
-        raw = bytes(range(256)) * (2 * sendraw.THREAD_THRESHOLD // 256 + 7)
+        raw = bytes(range(256)) * (2 * payload.THREAD_THRESHOLD // 256 + 7)
         offline.compare(
             "noreply@example.com",
             ["a@example.net"],
@@ -188,8 +188,8 @@ def test_sliced_encoding_equals_one_pass(size: int) -> None:
         ),
     )
     lean = SendEmail.__new__(SendEmail)
-    one_pass = sendraw.encode_body(head, raw, tail, lean.escape)
-    assert sendraw.encode_body_sliced(head, raw, tail, lean.escape) == one_pass
+    one_pass = payload.encode_body(head, raw, tail, lean.escape)
+    assert payload.encode_body_sliced(head, raw, tail, lean.escape) == one_pass
     body = json.loads(one_pass[0])
     assert body["Content"]["Raw"]["Data"] == base64.b64encode(raw).decode()
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.aws import sendraw
+from proxy.aws import payload
 from proxy.aws.quota import QuotaWatcher
 from proxy.aws.sendemail import SendEmail
 from proxy.aws.ses_client import SesClient
@@ -156,7 +156,7 @@ def test_a_message_over_the_thread_threshold_reaches_the_fake_whole(
     paths_v2: Paths, fake_aws: FakeAWS
 ) -> None:
     raw = b"From: noreply@example.com\r\n\r\n" + b"x" * 76 + b"\r\n"
-    raw *= 3 * sendraw.THREAD_THRESHOLD // len(raw)
+    raw *= 3 * payload.THREAD_THRESHOLD // len(raw)
     assert paths_v2.lean(SOURCE, ["a@example.net"], raw, None)[0] == "ok"
     assert fake_aws.sent[-1].raw == raw
 

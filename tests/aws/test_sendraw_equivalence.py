@@ -20,8 +20,9 @@ from aiobotocore.session import get_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.aws import sendraw
-from proxy.aws.sendraw import SendOptions, SendRawEmail
+from proxy.aws import lean, payload, sendraw
+from proxy.aws.lean import SendOptions
+from proxy.aws.sendraw import SendRawEmail
 from tests.aws.paths import Paths
 from tests.fakes.aws import FakeAWS
 from tests.properties import examples
@@ -175,7 +176,7 @@ def test_endpoint_hosts_and_paths_sign_like_botocore(endpoint: str) -> None:
 def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
     offline = Botocore("http://127.0.0.1:9/", "token")
     try:
-        raw = bytes(range(256)) * (sendraw.THREAD_THRESHOLD // 256 + 7)
+        raw = bytes(range(256)) * (payload.THREAD_THRESHOLD // 256 + 7)
         offline.compare(
             "noreply@example.com",
             ["a@example.net"],
@@ -190,7 +191,7 @@ def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
 def test_sliced_encoding_equals_one_pass(size: int) -> None:
     raw = (b"\xfb\xff\xbe" * (size // 3 + 1))[:size]
     head, tail = sendraw.form_parts("a@example.com", ["b@example.net"], SendOptions())
-    assert sendraw.encode_body_sliced(head, raw, tail) == sendraw.encode_body(head, raw, tail)
+    assert payload.encode_body_sliced(head, raw, tail) == payload.encode_body(head, raw, tail)
 
 
 def test_the_endpoint_is_the_one_botocore_resolves_without_endpoint_url() -> None:
@@ -232,9 +233,9 @@ def test_plain_http_is_refused_unless_allowed() -> None:
     from proxy.settings import ConfigError
 
     with pytest.raises(ConfigError, match="https"):
-        sendraw.request_url("http://127.0.0.1:1", allow_insecure_endpoint=False)
-    assert sendraw.request_url("http://127.0.0.1:1", True) == "http://127.0.0.1:1/"
-    assert sendraw.request_url("https://h.test/p", False) == "https://h.test/p"
+        lean.request_url("http://127.0.0.1:1", allow_insecure_endpoint=False)
+    assert lean.request_url("http://127.0.0.1:1", True) == "http://127.0.0.1:1/"
+    assert lean.request_url("https://h.test/p", False) == "https://h.test/p"
 
 
 # ---------------------------------------------------------------- against the fake SES
@@ -293,7 +294,7 @@ def test_a_message_over_the_thread_threshold_reaches_the_fake_ses_whole(
 ) -> None:
     # Its body goes to aiohttp as a stream: the same request, written in steps.
     raw = b"From: noreply@example.com\r\n\r\n" + b"x" * 76 + b"\r\n"
-    raw *= 3 * sendraw.THREAD_THRESHOLD // len(raw)
+    raw *= 3 * payload.THREAD_THRESHOLD // len(raw)
     stock = paths.stock("noreply@example.com", ["a@example.net"], raw, None)
     lean = paths.lean("noreply@example.com", ["a@example.net"], raw, None)
     assert stock[0] == lean[0] == "ok"

@@ -29,7 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.aws import transport
-from proxy.aws.sendraw import SendOptions, SendRawEmail, SesErrorReply, request_url
+from proxy.aws.lean import SendOptions, SesErrorReply, request_url
+from proxy.aws.sendraw import SendRawEmail
 from proxy.aws.transport import (
     WRITE_STEP,
     Transport,

@@ -22,7 +22,10 @@ import time
 from dataclasses import dataclass
 
 from proxy import eventloop
-from proxy.aws.sendraw import SendOptions, Signer, encode_body, form_parts
+from proxy.aws.lean import SendOptions
+from proxy.aws.payload import encode_body
+from proxy.aws.sendraw import CONTENT_TYPE, form_parts
+from proxy.aws.sigv4 import Signer
 from proxy.aws.transport import Transport, tls_context
 
 
@@ -38,7 +41,7 @@ class Ses:
         # SES over TLS (bench --tls): the test CA the benchmark made, as the relay trusts it.
         tls = tls_context(os.environ["AWS_CA_BUNDLE"]) if url.startswith("https:") else None
         self.transport = Transport(url, tls=tls, connect_timeout=5, read_timeout=30, pool_size=50)
-        self.signer = Signer(url, region, "ses")
+        self.signer = Signer(url, region, "ses", CONTENT_TYPE)
         self.keys = Keys(
             os.environ["AWS_ACCESS_KEY_ID"],
             os.environ["AWS_SECRET_ACCESS_KEY"],

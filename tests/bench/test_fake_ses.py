@@ -13,7 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.aws.sendraw import SendOptions, Signer, encode_body, form_parts
+from proxy.aws.lean import SendOptions
+from proxy.aws.payload import encode_body
+from proxy.aws.sendraw import CONTENT_TYPE, form_parts
+from proxy.aws.sigv4 import Signer
 from proxy.aws.transport import Transport
 from tests.bench.floor import Keys
 from tests.bench.run import Credential, FakeSesProcess, http_get
@@ -35,7 +38,7 @@ async def post(url: str, keys: Keys, body: bytes, signed_body: bytes | None = No
     """POST `body` signed as if it were `signed_body` (itself by default)."""
     transport = Transport(url, tls=None, connect_timeout=5, read_timeout=5, pool_size=1)
     try:
-        headers = Signer(url, "eu-west-3", "ses").headers(
+        headers = Signer(url, "eu-west-3", "ses", CONTENT_TYPE).headers(
             keys,
             hashlib.sha256(body if signed_body is None else signed_body).hexdigest(),
             time.time(),
