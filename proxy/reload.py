@@ -37,7 +37,7 @@ from proxy.settings import (
     load_settings,
 )
 from proxy.smtp.handler import RelayHandler
-from proxy.smtp.session import Listeners
+from proxy.smtp.session import SessionRegistry
 
 log = logging.getLogger("proxy.reload")
 
@@ -89,7 +89,7 @@ class Reloader:
         settings: Settings,
         path: Path | None,
         handler: RelayHandler,
-        listeners: Listeners,
+        sessions: SessionRegistry,
         tls_context: ssl.SSLContext | None,
         pacing: PacedDelivery | None,
         metrics: Metrics,
@@ -97,7 +97,7 @@ class Reloader:
         self._started = settings
         self._path = path
         self._handler = handler
-        self._listeners = listeners
+        self._sessions = sessions
         self._tls_context = tls_context
         self._pacing = pacing
         self._metrics = metrics
@@ -142,7 +142,7 @@ class Reloader:
             capped = new.policy.model_copy(update={"max_message_bytes": limit})
             new = new.model_copy(update={"policy": capped})
         self._handler.rules = new.default_rules()
-        self._listeners.reconfigure(new.smtp, clients_from(new))
+        self._sessions.reconfigure(new.smtp, clients_from(new))
         if self._tls_context is not None and _has_tls(new.smtp):
             self._smtp = new.smtp
             self._load_certificate("reload")

@@ -44,7 +44,7 @@ from proxy.pacing import PacedDelivery, build_budget
 from proxy.reload import Reloader
 from proxy.settings import ConfigError, Settings
 from proxy.smtp.handler import RelayHandler
-from proxy.smtp.session import Listeners, RelaySession
+from proxy.smtp.session import RelaySession, SessionRegistry
 
 log = logging.getLogger("proxy.server")
 
@@ -107,7 +107,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> int:
     quota = QuotaWatcher(ses, metrics) if ses is not None else None
     delivery = build_delivery(settings, ses, metrics, quota)
     handler = RelayHandler(settings.default_rules(), delivery, metrics)
-    listeners = Listeners(settings.smtp, metrics, clients)
+    sessions = SessionRegistry(settings.smtp, metrics, clients)
     tls_context = settings.smtp.tls_context()
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
@@ -115,7 +115,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> int:
         settings,
         config_path,
         handler,
-        listeners,
+        sessions,
         tls_context,
         delivery if isinstance(delivery, PacedDelivery) else None,
         metrics,
@@ -141,7 +141,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> int:
         if smtp.tls_port is not None:
             ports.append(("smtp.tls_port", smtp.tls_port, True))
         for key, port, implicit_tls in ports:
-            session = partial(RelaySession, handler, listeners, tls_context, implicit_tls)
+            session = partial(RelaySession, handler, sessions, tls_context, implicit_tls)
             with _naming_the_key(key, smtp.host, port):
                 server = await loop.create_server(
                     session, smtp.host, port, ssl=tls_context if implicit_tls else None
@@ -157,7 +157,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> int:
             },
         )
         await _until_signalled()
-        await _drain(servers, listeners, settings.smtp.shutdown_grace_seconds)
+        await _drain(servers, sessions, settings.smtp.shutdown_grace_seconds)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await reloader.close()
@@ -186,28 +186,28 @@ async def _until_signalled() -> None:
         loop.remove_signal_handler(signum)
 
 
-async def _drain(servers: list[asyncio.Server], listeners: Listeners, grace: float) -> None:
+async def _drain(servers: list[asyncio.Server], sessions: SessionRegistry, grace: float) -> None:
     """Stop accepting; let transactions in flight end within `grace` seconds; close the rest.
 
     A session between transactions is told 421 at once. A session inside one keeps
     going until its reply is sent. Whatever is still open at the deadline is cut:
     its client has no 250, so it still holds the mail and will retry.
     """
-    listeners.shutting_down = True
+    sessions.shutting_down = True
     for server in servers:
         server.close()
     deadline = time.monotonic() + grace
     log.info(
         "draining",
-        extra={"event": "draining", "sessions": len(listeners.sessions), "grace_seconds": grace},
+        extra={"event": "draining", "sessions": len(sessions.open), "grace_seconds": grace},
     )
     while time.monotonic() < deadline:
-        for session in list(listeners.sessions):
+        for session in list(sessions.open):
             session.close_if_idle()
-        if not listeners.sessions and not listeners.sending:
+        if not sessions.open and not sessions.sending:
             return
         await asyncio.sleep(_DRAIN_POLL_SECONDS)
-    stragglers = listeners.sessions | listeners.sending
+    stragglers = sessions.open | sessions.sending
     log.warning("grace period over", extra={"event": "drain_timeout", "cut": len(stragglers)})
     tasks = [task for session in stragglers if (task := session.abort()) is not None]
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,7 +1,7 @@
 """One SMTP connection: aiosmtpd's protocol, with what aiosmtpd leaves to us.
 
 DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
-- clients are admitted by network and counted before the banner;
+- clients are admitted by network and counted before the banner (`admission.py`);
 - EHLO lists exactly SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS;
 - DATA is read by our own reader (`data.py`): memory stays bounded by the size limit
   and max_inflight_bytes, and the bytes go to the message scan that rejects bare CR
@@ -9,7 +9,8 @@ DESIGN.md lists aiosmtpd 1.4.6's gaps; each is closed here:
 - a client that hangs up (EOF, reset) during a send does not cut it: aiosmtpd's
   cancelling of the session waits until SES has answered (a client that only closed
   its sending side still reads the reply), and the idle timer is off meanwhile;
-- AUTH is not offered (clients are admitted by network), also under implicit TLS.
+- AUTH (PLAIN, LOGIN) is ours, not aiosmtpd's: offered only with `smtp.auth` set and
+  over TLS or loopback, its state per session.
 """
 
 from __future__ import annotations
@@ -25,17 +26,11 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from proxy import policy
-from proxy.clients import (
-    Client,
-    aws_access_key_tail,
-    by_network,
-    client_networks,
-    is_loopback,
-)
+from proxy.clients import Client, aws_access_key_tail, by_network, is_loopback
 from proxy.observability.metrics import NO_CLIENT, Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp import replies
+from proxy.smtp.admission import Admission
 from proxy.smtp.auth import Authenticator, as_text, decode_plain, from_base64
 from proxy.smtp.data import DataReader
 from proxy.smtp.handler import RelayHandler
@@ -86,11 +81,10 @@ _MAX_LINE = 1001
 # steps. The reader's buffer stays below twice this.
 _DATA_READ_LIMIT = 64 * 1024
 _session_ids = itertools.count(1)
-_ADMITTED_MAX = 4096
 
 
-class Listeners:
-    """What every session of every listener shares: admission rules and the open sessions."""
+class SessionRegistry:
+    """The open sessions of every listener, and what they share."""
 
     def __init__(
         self,
@@ -101,32 +95,28 @@ class Listeners:
         self.settings = settings
         self.metrics = metrics
         self.clients = tuple(clients)
+        self.admission = Admission(settings, self.clients)
         self.authenticator = self._authenticator()
         self.inflight = InflightBytes(settings.max_inflight_bytes, metrics.inflight_bytes)
-        self.sessions: set[RelaySession] = set()
+        self.open: set[RelaySession] = set()
         # Sessions waiting for a send, their client there or not (a hang-up does not
         # cut a send: RelaySession.connection_lost): shutdown waits for them.
         self.sending: set[RelaySession] = set()
-        self._per_address: dict[str, int] = {}
         self.shutting_down = False
         # Per kind of session: the plain attributes aiosmtpd's SMTP.__init__ set on a
         # model session, and how to make each of the others (see RelaySession.__init__).
         self.models: dict[
             tuple[Any, ...], tuple[dict[str, Any], dict[str, Callable[[object], Any]]]
         ] = {}
-        # Admission by client address, decided once per address: the networks never
-        # change, and an application connects again and again from the same one.
-        # Bounded.
-        self._admitted: dict[str, bool] = {}
 
     def reconfigure(self, settings: SmtpSettings, clients: Sequence[Client]) -> None:
         """New admission, session and client settings, for sessions that start from now on."""
         self.settings = settings
         self.clients = tuple(clients)
+        self.admission.reconfigure(settings, self.clients)
         self.authenticator = self._authenticator()
         self.inflight.limit = settings.max_inflight_bytes
         self.models.clear()
-        self._admitted.clear()
 
     def _authenticator(self) -> Authenticator | None:
         if self.settings.auth == "none":
@@ -137,38 +127,15 @@ class Listeners:
             max_failures=self.settings.auth_max_failures,
         )
 
-    def full_for(self, host: str) -> bool:
-        """No slot left: for anyone, or for this address."""
-        if len(self.sessions) >= self.settings.max_connections:
-            return True
-        limit = self.settings.max_connections_per_address
-        return limit is not None and self._per_address.get(host, 0) >= limit
-
-    def occupy(self, session: RelaySession, host: str) -> None:
-        self.sessions.add(session)
-        self._per_address[host] = self._per_address.get(host, 0) + 1
+    def enter(self, session: RelaySession, host: str) -> None:
+        self.open.add(session)
+        self.admission.take_slot(host)
         self.metrics.smtp_sessions_active.inc()
 
-    def vacate(self, session: RelaySession, host: str) -> None:
-        self.sessions.discard(session)
-        left = self._per_address.pop(host, 0) - 1
-        if left > 0:
-            self._per_address[host] = left
+    def leave(self, session: RelaySession, host: str) -> None:
+        self.open.discard(session)
+        self.admission.free_slot(host)
         self.metrics.smtp_sessions_active.dec()
-
-    def admits(self, peer: Any) -> bool:
-        if not isinstance(peer, tuple) or not peer:
-            return False
-        host = str(peer[0])
-        decision = self._admitted.get(host)
-        if decision is None:
-            if len(self._admitted) >= _ADMITTED_MAX:
-                self._admitted.clear()
-            decision = policy.client_admitted(
-                self.settings.allowed_networks, host
-            ) or policy.client_admitted(client_networks(self.clients), host)
-            self._admitted[host] = decision
-        return decision
 
 
 class _BoundMethods(Mapping[str, Any]):
@@ -230,7 +197,7 @@ class RelaySession(SMTP):
     def __init__(
         self,
         handler: RelayHandler,
-        listeners: Listeners,
+        registry: SessionRegistry,
         tls_context: ssl.SSLContext | None,
         implicit_tls: bool,
     ) -> None:
@@ -250,9 +217,9 @@ class RelaySession(SMTP):
             client_connected_cb=self._cb_client_connected,
             loop=loop,
         )
-        if key not in listeners.models:
+        if key not in registry.models:
             new_model = type(self).__new__(type(self))
-            self._init_smtp(new_model, handler, listeners.settings, starttls_context, loop)
+            self._init_smtp(new_model, handler, registry.settings, starttls_context, loop)
             own = vars(self)  # what the stream protocol set up: never copied
             attributes = {k: v for k, v in vars(new_model).items() if k not in own}
             # Tables without methods of the model (the handler's hooks) are shared:
@@ -261,26 +228,26 @@ class RelaySession(SMTP):
             others = {
                 k: _rebinder(new_model, k, v) for k, v in attributes.items() if k not in plain
             }
-            listeners.models[key] = (plain, others)
-        plain, others = listeners.models[key]
+            registry.models[key] = (plain, others)
+        plain, others = registry.models[key]
         # SMTP.__init__ clears these class-wide limits on every connection.
         self.command_size_limits.clear()
         vars(self).update(plain)
         for name, rebind in others.items():
             setattr(self, name, rebind(self))
         self.handler = handler
-        self.listeners = listeners
+        self.registry = registry
         # A reload (SIGHUP) changes these for sessions that start after it, not this one.
         self.rules = handler.rules
-        self.require_tls = listeners.settings.require_tls
-        self.auth_mode = listeners.settings.auth
-        self.authenticator = listeners.authenticator
+        self.require_tls = registry.settings.require_tls
+        self.auth_mode = registry.settings.auth
+        self.authenticator = registry.authenticator
         # Who this session is: a client by network (at admission) or by AUTH.
         self.client: Client | None = None
         self.authenticated = False
         self.session_id = f"s{next(_session_ids)}"
         self.in_data = False
-        self._hung_up_while_sending = False
+        self._hangup_pending = False
         self._holds_slot = False
         self._held_lines: list[str] = []
 
@@ -307,14 +274,14 @@ class RelaySession(SMTP):
             timeout=settings.timeout_seconds,
             auth_required=False,
             auth_require_tls=True,
-            # AUTH is never offered (smtp_AUTH): no mechanism in its table either.
+            # aiosmtpd's AUTH goes unused (smtp_AUTH is ours): no mechanism in its table.
             auth_exclude_mechanism=("LOGIN", "PLAIN"),
             loop=loop,
         )
 
     @property
     def shutting_down(self) -> bool:
-        return self.listeners.shutting_down
+        return self.registry.shutting_down
 
     @property
     def encrypted(self) -> bool:
@@ -323,7 +290,7 @@ class RelaySession(SMTP):
         )
 
     def has_room_for(self, size: int) -> bool:
-        return self.listeners.inflight.fits(size)
+        return self.registry.inflight.fits(size)
 
     def peer_host(self) -> str:
         peer = self.session.peer if self.session is not None else None
@@ -367,25 +334,25 @@ class RelaySession(SMTP):
 
     async def _handle_client(self) -> None:
         # Overrides aiosmtpd's session loop to admit the client before the banner.
-        listeners = self.listeners
+        registry = self.registry
         assert self.session is not None
         assert self.transport is not None
         refusal = None
-        if not listeners.admits(self.session.peer):
+        if not registry.admission.admits(self.session.peer):
             refusal = replies.NETWORK_DENIED
-            listeners.metrics.messages_rejected.labels(NO_CLIENT, "network").inc()
-        elif listeners.shutting_down:
+            registry.metrics.messages_rejected.labels(NO_CLIENT, "network").inc()
+        elif registry.shutting_down:
             refusal = replies.SHUTTING_DOWN
-        elif listeners.full_for(self.peer_host()):
+        elif registry.admission.full_for(self.peer_host()):
             refusal = replies.TOO_MANY_CONNECTIONS
         if refusal is not None:
             self.handler.log_refusal(self, refusal)
             await self.push(refusal.text)
             self.transport.close()
             return
-        listeners.occupy(self, self.peer_host())
+        registry.enter(self, self.peer_host())
         self._holds_slot = True
-        client = by_network(self.listeners.clients, self.peer_host())
+        client = by_network(registry.clients, self.peer_host())
         if client is not None:
             self.become(client)
         try:
@@ -397,16 +364,16 @@ class RelaySession(SMTP):
         """Give the slot and the gauge back: once, however the session ends."""
         if self._holds_slot:
             self._holds_slot = False
-            self.listeners.vacate(self, self.peer_host())
+            self.registry.leave(self, self.peer_host())
 
     # aiosmtpd cancels the session's task when the client hangs up (EOF or a lost
     # connection). During a send that would cut a request SES may already be
     # processing, so the cancelling waits until the send is over (smtp_DATA).
 
     def eof_received(self) -> bool | None:
-        if self not in self.listeners.sending:
+        if self not in self.registry.sending:
             return super().eof_received()
-        self._hung_up_while_sending = True
+        self._hangup_pending = True
         assert self.session is not None
         if self.session.ssl is not None:
             return False
@@ -414,10 +381,10 @@ class RelaySession(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self._release()
-        if self not in self.listeners.sending:
+        if self not in self.registry.sending:
             super().connection_lost(error)
             return
-        self._hung_up_while_sending = True
+        self._hangup_pending = True
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
         if self._original_transport is not None:
@@ -494,7 +461,7 @@ class RelaySession(SMTP):
 
     @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str) -> None:
-        metrics = self.listeners.metrics
+        metrics = self.registry.metrics
         authenticator = self.authenticator
         if authenticator is None:
             metrics.messages_rejected.labels(self.client_name, "auth").inc()
@@ -590,7 +557,7 @@ class RelaySession(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         self.in_data = True
-        hold = self.listeners.inflight.hold()
+        hold = self.registry.inflight.hold()
         try:
             await self.push(replies.START_DATA.text)
             self._reader._limit = _DATA_READ_LIMIT  # type: ignore[attr-defined]
@@ -603,7 +570,7 @@ class RelaySession(SMTP):
             # client would retry a message that may have been sent.
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
-            sending = self.listeners.sending
+            sending = self.registry.sending
             sending.add(self)  # sending: a hang-up now waits for the send (connection_lost)
             try:
                 reply = await self.handler.transaction(
@@ -617,7 +584,7 @@ class RelaySession(SMTP):
                 self._set_post_data_state()  # type: ignore[no-untyped-call]
                 if self.transport is not None:
                     self._reset_timeout()
-            if self._hung_up_while_sending:
+            if self._hangup_pending:
                 # The send is over: now what aiosmtpd does on a hang-up. A client that
                 # only closed its sending side may still read the reply.
                 if self.transport is not None:

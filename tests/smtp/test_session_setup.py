@@ -26,7 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 from proxy.observability.metrics import Metrics
 from proxy.settings import SmtpSettings
 from proxy.smtp.handler import RelayHandler
-from proxy.smtp.session import Listeners, RelaySession, _rebinder
+from proxy.smtp.session import RelaySession, SessionRegistry, _rebinder
 
 # The mutable objects two sessions may share, by where a session reaches them, and
 # why that is safe. Anything else reachable from both is per-connection state leaking
@@ -109,9 +109,9 @@ def _mutable_reach(session: RelaySession, stops: list[object]) -> dict[int, str]
 
 def shared_state(first: RelaySession, second: RelaySession) -> list[str]:
     """The mutable objects both sessions reach, other than those shared by design."""
-    # Shared by design, whole: the handler, the listeners' registry, the event loop
+    # Shared by design, whole: the handler, the session registry, the event loop
     # and the TLS context every session of a listener is given.
-    stops = [first.handler, first.listeners, first.loop, first.tls_context]
+    stops = [first.handler, first.registry, first.loop, first.tls_context]
     mine = _mutable_reach(first, stops)
     theirs = _mutable_reach(second, stops)
     return sorted(
@@ -138,23 +138,23 @@ def _shape(owner: object, value: Any) -> Any:
 
 
 def _reference(
-    handler: RelayHandler, listeners: Listeners, tls: ssl.SSLContext | None, implicit: bool
+    handler: RelayHandler, registry: SessionRegistry, tls: ssl.SSLContext | None, implicit: bool
 ) -> RelaySession:
     """A session set up by aiosmtpd's own SMTP.__init__, then our own attributes."""
     session = RelaySession.__new__(RelaySession)
     loop = asyncio.get_running_loop()
-    RelaySession._init_smtp(session, handler, listeners.settings, None if implicit else tls, loop)
+    RelaySession._init_smtp(session, handler, registry.settings, None if implicit else tls, loop)
     session.handler = handler
-    session.listeners = listeners
+    session.registry = registry
     session.rules = handler.rules
-    session.require_tls = listeners.settings.require_tls
-    session.auth_mode = listeners.settings.auth
-    session.authenticator = listeners.authenticator
+    session.require_tls = registry.settings.require_tls
+    session.auth_mode = registry.settings.auth
+    session.authenticator = registry.authenticator
     session.client = None
     session.authenticated = False
     session.session_id = "s0"
     session.in_data = False
-    session._hung_up_while_sending = False
+    session._hangup_pending = False
     session._holds_slot = False
     session._held_lines = []
     return session
@@ -171,10 +171,10 @@ async def test_a_session_from_the_model_equals_one_from_smtp_init(
     settings = SmtpSettings(hostname="relay.test", timeout_seconds=7)
     metrics = Metrics()
     handler = RelayHandler(None, None, metrics)  # type: ignore[arg-type]
-    listeners = Listeners(settings, metrics)
-    first = RelaySession(handler, listeners, context, implicit)
-    second = RelaySession(handler, listeners, context, implicit)
-    reference = _reference(handler, listeners, context, implicit)
+    registry = SessionRegistry(settings, metrics)
+    first = RelaySession(handler, registry, context, implicit)
+    second = RelaySession(handler, registry, context, implicit)
+    reference = _reference(handler, registry, context, implicit)
     for session in (first, second):
         mine = {k: _shape(session, v) for k, v in vars(session).items() if k != "session_id"}
         theirs = {k: _shape(reference, v) for k, v in vars(reference).items() if k != "session_id"}
@@ -211,10 +211,10 @@ def _two_sessions(with_tls: bool, implicit: bool) -> tuple[RelaySession, RelaySe
     settings = SmtpSettings(hostname="relay.test")
     metrics = Metrics()
     handler = RelayHandler(None, None, metrics)  # type: ignore[arg-type]
-    listeners = Listeners(settings, metrics)
+    registry = SessionRegistry(settings, metrics)
     return (
-        RelaySession(handler, listeners, context, implicit),
-        RelaySession(handler, listeners, context, implicit),
+        RelaySession(handler, registry, context, implicit),
+        RelaySession(handler, registry, context, implicit),
     )
 
 
