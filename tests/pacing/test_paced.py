@@ -7,15 +7,18 @@ import logging
 from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.aws.quota import SendQuota
 from proxy.delivery import DeliveryError, Envelope, TransientDeliveryError
 from proxy.delivery.ses_errors import classify
 from proxy.message import Octets
 from proxy.observability.metrics import Metrics
-from proxy.pacing import QUOTA_PROBE_AFTER_SECONDS, PacedDelivery
+from proxy.pacing import QUOTA_PROBE_AFTER_SECONDS, WAKE_STEP_SECONDS, PacedDelivery, wake_after
 from proxy.pacing.local import LocalBudget
 from proxy.settings import RateSettings
+from tests.properties import examples
 
 THROTTLED = classify("Throttling", "Maximum sending rate exceeded.", 400)
 DAILY = classify("Throttling", "Daily message quota exceeded.", 400)
@@ -115,6 +118,38 @@ async def test_messages_go_one_interval_apart_and_each_wait_is_observed() -> Non
     assert starts == pytest.approx([0.0, 0.1, 0.2])
     assert sample(metrics, "sesproxy_rate_wait_seconds_count") == 3
     assert sample(metrics, "sesproxy_rate_limit_recipients_per_second") == 10.0
+
+
+@settings(max_examples=examples(300))
+@given(
+    now=st.floats(min_value=0.0, max_value=1e7, allow_subnormal=False),
+    wait=st.floats(min_value=1e-9, max_value=60.0, allow_subnormal=False),
+)
+def test_a_wake_is_never_before_its_slot_and_at_most_one_step_after(
+    now: float, wait: float
+) -> None:
+    sleep = wake_after(now, wait)
+    assert sleep >= wait
+    assert sleep - wait <= WAKE_STEP_SECONDS * (1 + 1e-6)
+    steps = (now + sleep) / WAKE_STEP_SECONDS
+    assert abs(steps - round(steps)) < 1e-3 or sleep == wait
+
+
+async def test_messages_whose_slots_fall_in_one_step_wake_together() -> None:
+    # Twenty sessions at once, at 1000 recipients/s: slots a millisecond apart. Each
+    # waking on its own would be twenty loop turns; on the grid, five steps' worth.
+    clock = Clock()
+    clock.moving = False
+    delivery, inner, _ = await paced(clock, max_send_rate=1000.0)
+    await asyncio.gather(*(delivery.send(envelope(), b"x") for _ in range(20)))
+    assert len(inner.calls) == 20
+    slots = [clock.now + (n + 1) / 1000.0 for n in range(20)]
+    wakes = [clock.now + sleep for sleep in clock.sleeps]
+    assert all(wake >= slot - 1e-9 for wake, slot in zip(wakes, slots, strict=True))
+    assert all(
+        wake - slot <= WAKE_STEP_SECONDS + 1e-9 for wake, slot in zip(wakes, slots, strict=True)
+    )
+    assert len({round(wake, 6) for wake in wakes}) <= 5
 
 
 async def test_beyond_max_wait_is_a_rate_deferral_and_nothing_is_sent() -> None:
