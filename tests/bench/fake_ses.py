@@ -123,9 +123,10 @@ def _message_id() -> str:
 
 
 class FakeSes:
-    def __init__(self, secret: Secret, latency: float) -> None:
+    def __init__(self, secret: Secret, latency: float, max_send_rate: float) -> None:
         self.secret = secret
         self.latency = latency
+        self.max_send_rate = max_send_rate
         self.stats = Stats()
 
     def verified(
@@ -188,7 +189,11 @@ class FakeSes:
                 self.stats.bad_signatures += 1
                 return _error(403, "SignatureDoesNotMatch", "The request signature is wrong."), None
             self.stats.quota_calls += 1
-            quota = {"Max24HourSend": 1e9, "MaxSendRate": 1e6, "SentLast24Hours": 0.0}
+            quota = {
+                "Max24HourSend": 1e9,
+                "MaxSendRate": self.max_send_rate,
+                "SentLast24Hours": 0.0,
+            }
             return _response(
                 200, json.dumps({"SendQuota": quota}).encode(), "application/json"
             ), None
@@ -205,7 +210,7 @@ class FakeSes:
             self.stats.quota_calls += 1
             return _ok(
                 action,
-                "<Max24HourSend>1.0E9</Max24HourSend><MaxSendRate>1000000.0</MaxSendRate>"
+                f"<Max24HourSend>1.0E9</Max24HourSend><MaxSendRate>{self.max_send_rate}</MaxSendRate>"
                 "<SentLast24Hours>0.0</SentLast24Hours>",
             ), None
         self.stats.errors += 1
@@ -320,10 +325,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--token", default=None)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    # SES's MaxSendRate (recipients/s): the relay paces to it. The default never paces.
+    parser.add_argument("--max-send-rate", type=float, default=1e6)
     parser.add_argument("--tls-cert", help="also serve HTTPS, with this certificate chain")
     parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
-    ses = FakeSes(Secret(args.key_id, args.secret, args.token, args.region), args.latency_ms / 1000)
+    ses = FakeSes(
+        Secret(args.key_id, args.secret, args.token, args.region),
+        args.latency_ms / 1000,
+        args.max_send_rate,
+    )
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -23,7 +23,7 @@ asyncio load generator of loadgen.py; stall and idle loads always use the latter
 the one-session latency loads loadgen's blocking-socket client.
 
 Run: python -m tests.bench.run [--quick] [--runs N] [--loop asyncio|uvloop]
-     [--relay-root DIR] [--latency-ms N] [--profile DIR] [--only NAME ...]
+     [--relay-root DIR] [--latency-ms N] [--max-send-rate R] [--profile DIR] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ class FakeSesProcess:
     """The fake SES: `url` for control and credentials, `ses_url` for the relay's SES
     requests (https with `tls_dir`, where a test CA and the fake's certificate go)."""
 
-    def __init__(self, credential: Credential, latency_ms: float, tls_dir: Path | None) -> None:
+    def __init__(
+        self, credential: Credential, latency_ms: float, tls_dir: Path | None, max_send_rate: float
+    ) -> None:
         command = [
             sys.executable,
             "-m",
@@ -115,6 +117,7 @@ class FakeSesProcess:
             f"--secret={credential.secret}",
             f"--token={credential.token}",
             f"--latency-ms={latency_ms}",
+            f"--max-send-rate={max_send_rate}",
         ]
         self.ca_bundle: Path | None = None
         if tls_dir is not None:
@@ -808,6 +811,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the fake SES")
     parser.add_argument(
+        "--max-send-rate",
+        type=float,
+        default=1e6,
+        help="the fake's MaxSendRate, which the relay paces to (1000: compare.sh's fake)",
+    )
+    parser.add_argument(
         "--api", choices=["v1", "v2"], default=None, help="ses.api (default v1; stall40 is v2)"
     )
     parser.add_argument("--driver", choices=["auto", "smtp-source", "asyncio"], default="auto")
@@ -844,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         tls_dir = Path(workdir) / "tls" if args.tls else None
         if tls_dir is not None:
             tls_dir.mkdir()
-        fake = FakeSesProcess(credential, args.latency_ms, tls_dir)
+        fake = FakeSesProcess(credential, args.latency_ms, tls_dir, args.max_send_rate)
         bench = Bench(
             fake,
             credential,
@@ -896,7 +905,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table([cells([row]) for row in rows]), file=sys.stderr)
     print(
         f"\nses-proxy benchmark: driver {driver}, loop {args.loop}, fake SES latency "
-        f"{args.latency_ms} ms, SES over {'HTTPS' if args.tls else 'plain HTTP'}, "
+        f"{args.latency_ms} ms, MaxSendRate {args.max_send_rate:g}, "
+        f"SES over {'HTTPS' if args.tls else 'plain HTTP'}, "
         f"{'all on CPU 0 of ' if args.one_cpu else ''}"
         f"{os.cpu_count()} CPUs, relay {args.relay_root}, "
         f"median of {runs} run{'s' if runs > 1 else ''}; machine speed: "

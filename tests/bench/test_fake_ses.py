@@ -27,7 +27,7 @@ RAW = b"From: <noreply@example.com>\r\nTo: <a@example.net>\r\nSubject: t\r\n\r\n
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeSesProcess, Credential]]:
     credential = Credential.new()
-    process = FakeSesProcess(credential, 0.0, None)
+    process = FakeSesProcess(credential, 0.0, None, 1000.0)
     try:
         yield process, credential
     finally:
