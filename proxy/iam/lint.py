@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from proxy.iam.evaluate import glob_match
-
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
 # ses:SendEmail is SES v2's SendEmail, which `ses.api: v2` sends raw messages with.
@@ -127,7 +125,13 @@ def _grants_sending(statement: Mapping[str, Any]) -> bool:
     if "NotAction" in statement:
         return True
     actions = [str(a) for a in _as_list(statement.get("Action", []))]
-    return any(glob_match(a, send, ignore_case=True) for a in actions for send in SEND_ACTIONS)
+    return any(_action_pattern(a).fullmatch(send) for a in actions for send in SEND_ACTIONS)
+
+
+def _action_pattern(action: str) -> re.Pattern[str]:
+    """An IAM action with its wildcards (`*`, `?`; no other), matched case-insensitively."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in action)
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
 
 
 def check_document(document: Any) -> list[Finding]:

@@ -17,11 +17,11 @@ import ipaddress
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from proxy.iam.evaluate import Decision, Request, evaluate
 from proxy.iam.generate import build_policy
 from proxy.policy import Accepted, Rejected, Verdict, check_recipient, check_sender
 from proxy.settings import Settings
 from tests.iam.configs import ACCOUNT, config_data
+from tests.iam.evaluate import Decision, Request, evaluate
 from tests.properties import examples
 
 # A small alphabet makes matches likely; upper case checks the lowercasing.

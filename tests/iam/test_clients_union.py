@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from proxy import policy
 from proxy.addresses import matches_any
 from proxy.clients import clients_from
-from proxy.iam.evaluate import Decision, Request, evaluate
 from proxy.iam.generate import build_policy
 from proxy.settings import Settings
 from tests.iam.configs import ACCOUNT, config_data
+from tests.iam.evaluate import Decision, Request, evaluate
 from tests.iam.test_agreement import addresses, patterns
 from tests.properties import examples
 

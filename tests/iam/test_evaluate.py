@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from proxy.iam.evaluate import Decision, PolicyError, Request, arn_match, evaluate, glob_match
+from tests.iam.evaluate import Decision, PolicyError, Request, arn_match, evaluate, glob_match
 
 ALLOW, DENY, IMPLICIT = Decision.ALLOW, Decision.EXPLICIT_DENY, Decision.IMPLICIT_DENY
 IDENTITY = "arn:aws:ses:us-east-1:123456789012:identity/example.com"

@@ -11,7 +11,6 @@ from typing import Any
 import hcl2
 import pytest
 
-from proxy.iam.evaluate import Decision, Request, evaluate
 from proxy.iam.generate import (
     build_policy,
     identity_names,
@@ -24,6 +23,7 @@ from proxy.iam.generate import (
 from proxy.iam.lint import lint_text
 from proxy.settings import ConfigError, Settings
 from tests.iam.configs import ACCOUNT, config_data, make_settings
+from tests.iam.evaluate import Decision, Request, evaluate
 
 ARN = f"arn:aws:ses:eu-west-3:{ACCOUNT}"
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")

@@ -246,3 +246,26 @@ def test_without_parliament_our_checks_still_run(
     clean.write_text(policy(), encoding="utf-8")
     assert lint_files([clean], io.StringIO()) == EXIT_CLEAN
     assert "parliament is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("action", "sends"),
+    [
+        ("SES:SENDRAWEMAIL", True),
+        ("ses:Send?awEmail", True),
+        ("ses:*Raw*", True),
+        ("ses:Send*", True),
+        ("ses:Get*", False),
+        ("ses:SendRawEmail.", False),
+        ("ses:Send.awEmail", False),
+        ("ses:SendRaw[E]mail", False),
+    ],
+)
+def test_an_action_pattern_grants_sending_as_iam_reads_its_wildcards(
+    action: str, sends: bool
+) -> None:
+    # IAM's action wildcards are `*` and `?`, case-insensitive; a dot or a bracket is
+    # itself. Only a statement that grants sending needs a source restriction.
+    unrestricted = {"StringLike": GOOD_CONDITION["StringLike"]}
+    found = "NO_SOURCE_IP" in codes(policy(action, "*", unrestricted))
+    assert found is sends

@@ -1,10 +1,10 @@
 """A small, independent evaluator of IAM identity-policy semantics.
 
-Pure: policy documents and one request in, a Decision out. It exists so that tests
-can check, without AWS, that the policy `iam-policy` generates allows exactly what
-the proxy's local checks allow. It therefore shares no code with proxy.addresses
-(its wildcard matcher is a different algorithm) and follows the IAM documentation,
-not our own reading of what a policy should mean:
+Pure: policy documents and one request in, a Decision out. It lives with the tests
+(it is not part of the relay) so that they can check, without AWS, that the policy
+`iam-policy` generates allows exactly what the proxy's local checks allow. It therefore
+shares no code with proxy.addresses (its wildcard matcher is a different algorithm) and
+follows the IAM documentation, not our own reading of what a policy should mean:
 
 - Deny wins over Allow; nothing matching is an implicit deny.
 - Action / NotAction match case-insensitively with `*` and `?`.
