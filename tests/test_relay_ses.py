@@ -1,7 +1,9 @@
 """End to end: SMTP client → real proxy process → aiobotocore → fake SES over HTTP.
 
 Credentials come from the fake container-credentials endpoint; the fake SES
-verifies every SigV4 signature against the credential it issued.
+verifies every SigV4 signature against the credential it issued. Tests taking `api`
+run on SES v1 (SendRawEmail) and v2 (SendEmail); what only v2 does:
+tests/test_relay_ses_v2.py.
 """
 
 from __future__ import annotations
@@ -68,11 +70,40 @@ def _send_without_waiting(port: int) -> socket.socket:
     return sock
 
 
+# Each API's sending action, and the other one's, which it must never call.
+ACTIONS = {"v1": ("SendRawEmail", "SendEmail"), "v2": ("SendEmail", "SendRawEmail")}
+# What the fake read of the contract's send, in each API's shape (the message aside).
+_CONTRACT_PARAMS = {
+    "v1": {
+        "Action": "SendRawEmail",
+        "Version": "2010-12-01",
+        "Source": "noreply@example.com",
+        "Destinations.member.1": "friend@example.net",
+        "Destinations.member.2": "someone@example.org",
+        "ConfigurationSetName": "tls-required",
+    },
+    "v2": {
+        "FromEmailAddress": "noreply@example.com",
+        "Destination.ToAddresses.1": "friend@example.net",
+        "Destination.ToAddresses.2": "someone@example.org",
+        "ConfigurationSetName": "tls-required",
+    },
+}
+
+
+def actions(fake_aws: FakeAWS) -> set[str]:
+    return {r.action for r in fake_aws.requests}
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
 def test_a_message_reaches_ses_exactly_as_the_contract_says(
-    start_ses_proxy: StartProxy, fake_aws: FakeAWS, container_credentials: FakeContainerCredentials
+    start_ses_proxy: StartProxy,
+    fake_aws: FakeAWS,
+    container_credentials: FakeContainerCredentials,
+    api: str,
 ) -> None:
     fake_aws.configuration_sets["tls-required"] = "Require"
-    proxy = start_ses_proxy({"ses": {"configuration_set": "tls-required"}})
+    proxy = start_ses_proxy({"ses": {"api": api, "configuration_set": "tls-required"}})
     raw = raw_message(
         extra_headers=(
             "Bcc: hidden@example.net,\r\n other@example.net\r\n"
@@ -97,6 +128,10 @@ def test_a_message_reaches_ses_exactly_as_the_contract_says(
     expected = raw_message(extra_headers="X-Mailer: app 1.0\r\n")
     assert sent.raw == expected
     assert sent.access_key_id == container_credentials.current.access_key_id
+    action, other = ACTIONS[api]
+    [request] = [r for r in fake_aws.requests if r.action == action]
+    assert request.params == _CONTRACT_PARAMS[api]
+    assert other not in actions(fake_aws)
     assert proxy.metric("sesproxy_messages_sent_total") == 1
     [log_entry] = proxy.events("sent")
     # "Did the mail to X go out?": answered by the line alone, without the message.
@@ -140,15 +175,17 @@ def test_fifty_one_recipients(start_ses_proxy: StartProxy, fake_aws: FakeAWS) ->
     assert len(fake_aws.sent[0].destinations) == 50
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
 @pytest.mark.parametrize(
     ("fault", "reply", "counter", "reason"),
     [
         # throttle_rate (retried by pacing) and throttle_daily (stops calls until
-        # GetSendQuota shows room): tests/pacing/test_pacing_e2e.py.
+        # the quota shows room): tests/pacing/test_pacing_e2e.py, test_relay_ses_v2.py.
         ("access_denied", "451 4.7.1", "deferred", "denied"),
         ("config_set_missing", "451 4.3.5", "deferred", "config"),
         ("mail_from_not_verified", "451 4.3.5", "deferred", "config"),
         ("account_paused", "451 4.3.2", "deferred", "paused"),
+        ("account_suspended", "451 4.3.2", "deferred", "paused"),
         ("http_500", "451 4.4.1", "deferred", "unavailable"),
         ("http_503", "451 4.4.1", "deferred", "unavailable"),
         ("drop", "451 4.4.1", "deferred", "unavailable"),
@@ -163,8 +200,9 @@ def test_each_ses_error_gets_its_reply_and_nothing_is_sent(
     reply: str,
     counter: str,
     reason: str,
+    api: str,
 ) -> None:
-    proxy = start_ses_proxy()
+    proxy = start_ses_proxy({"ses": {"api": api}})
     fake_aws.inject(fault)
     code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
     assert f"{code} {text}".startswith(reply)
@@ -172,7 +210,7 @@ def test_each_ses_error_gets_its_reply_and_nothing_is_sent(
     assert proxy.metric(f"sesproxy_messages_{counter}_total", reason=reason) == 1
     assert proxy.metric("sesproxy_messages_sent_total") == 0
     # The client hears the class of the failure, never SES's words or our exception.
-    for leak in ("Throttling", "Exception", "Error", "arn:", "Traceback"):
+    for leak in ("Throttling", "Exception", "Error", "arn:", "Traceback", "MessageRejected"):
         assert leak not in text
     [entry] = proxy.events("failed" if counter == "failed" else "deferred")
     assert entry["reason"] == reason
@@ -181,13 +219,15 @@ def test_each_ses_error_gets_its_reply_and_nothing_is_sent(
     # After the fault, the same relay sends again.
     code, _ = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
     assert code == 250
+    assert ACTIONS[api][1] not in actions(fake_aws)
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
 @pytest.mark.parametrize("fault", ["empty_message_id", "no_message_id"])
 def test_a_success_without_a_message_id_is_a_451_never_a_250(
-    start_ses_proxy: StartProxy, fake_aws: FakeAWS, fault: str
+    start_ses_proxy: StartProxy, fake_aws: FakeAWS, fault: str, api: str
 ) -> None:
-    proxy = start_ses_proxy()
+    proxy = start_ses_proxy({"ses": {"api": api}})
     fake_aws.inject(fault)
     code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
     assert (code, text[:5]) == (451, "4.4.1")

@@ -1,6 +1,7 @@
 """End to end with `ses.api: v2`: SMTP client → real proxy process → SESv2 SendEmail →
 fake SES over HTTP, which verifies every SigV4 signature against the credential it
-issued. And `ses.api: v1` (the default) as it was, where the two differ.
+issued. And `ses.api: v1` (the default) as it was, where the two differ; what both
+do alike is tested on both in tests/test_relay_ses.py.
 """
 
 from __future__ import annotations
@@ -9,12 +10,9 @@ import smtplib
 import time
 from typing import Any
 
-import pytest
-
 from tests.conftest import StartProxy
 from tests.fakes.aws import SES_V2_MAX_MESSAGE_BYTES, FakeAWS
-from tests.fakes.credentials import FakeContainerCredentials
-from tests.test_relay_ses import raw_message, send
+from tests.test_relay_ses import actions, raw_message, send
 
 V2: dict[str, Any] = {"ses": {"api": "v2"}}
 
@@ -23,48 +21,6 @@ def _ehlo_size(port: int) -> str:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         client.ehlo("client.test")
         return client.esmtp_features["size"]
-
-
-def _actions(fake_aws: FakeAWS) -> set[str]:
-    return {r.action for r in fake_aws.requests}
-
-
-def test_a_message_reaches_ses_v2_exactly_as_the_contract_says(
-    start_ses_proxy: StartProxy, fake_aws: FakeAWS, container_credentials: FakeContainerCredentials
-) -> None:
-    fake_aws.configuration_sets["tls-required"] = "Require"
-    proxy = start_ses_proxy({"ses": {"api": "v2", "configuration_set": "tls-required"}})
-    raw = raw_message(
-        extra_headers=(
-            "Bcc: hidden@example.net\r\nX-SES-CONFIGURATION-SET: attacker-set\r\n"
-            "X-Mailer: app 1.0\r\n"
-        )
-    )
-    with smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=30) as client:
-        client.ehlo("client.test")
-        assert client.mail("NoReply@EXAMPLE.com")[0] == 250
-        assert client.rcpt("Friend@Example.NET")[0] == 250
-        assert client.rcpt("someone@example.org")[0] == 250
-        code, text = client.data(raw)
-    assert code == 250
-    [sent] = fake_aws.sent
-    assert text.decode() == f"2.0.0 Ok {sent.message_id}"
-    assert sent.source == "noreply@example.com"
-    assert sent.destinations == ["friend@example.net", "someone@example.org"]
-    assert sent.configuration_set == "tls-required"
-    assert sent.raw == raw_message(extra_headers="X-Mailer: app 1.0\r\n")
-    assert sent.access_key_id == container_credentials.current.access_key_id
-    [request] = [r for r in fake_aws.requests if r.action == "SendEmail"]
-    assert request.params == {
-        "FromEmailAddress": "noreply@example.com",
-        "Destination.ToAddresses.1": "friend@example.net",
-        "Destination.ToAddresses.2": "someone@example.org",
-        "ConfigurationSetName": "tls-required",
-    }
-    assert "SendRawEmail" not in _actions(fake_aws)
-    assert proxy.metric("sesproxy_messages_sent_total") == 1
-    [entry] = proxy.events("sent")
-    assert entry["ses_message_id"] == sent.message_id
 
 
 def test_ehlo_advertises_the_apis_limit(start_ses_proxy: StartProxy) -> None:
@@ -77,55 +33,6 @@ def test_ehlo_advertises_the_apis_limit(start_ses_proxy: StartProxy) -> None:
 def test_the_outbox_takes_v1s_limit_unless_told(start_outbox_proxy: StartProxy) -> None:
     assert _ehlo_size(start_outbox_proxy().smtp_port) == "10485760"
     assert _ehlo_size(start_outbox_proxy(V2).smtp_port) == str(SES_V2_MAX_MESSAGE_BYTES)
-
-
-@pytest.mark.parametrize(
-    ("fault", "reply", "counter", "reason"),
-    [
-        ("access_denied", "451 4.7.1", "deferred", "denied"),
-        ("config_set_missing", "451 4.3.5", "deferred", "config"),
-        ("mail_from_not_verified", "451 4.3.5", "deferred", "config"),
-        ("account_paused", "451 4.3.2", "deferred", "paused"),
-        ("account_suspended", "451 4.3.2", "deferred", "paused"),
-        ("http_500", "451 4.4.1", "deferred", "unavailable"),
-        ("http_503", "451 4.4.1", "deferred", "unavailable"),
-        ("drop", "451 4.4.1", "deferred", "unavailable"),
-        ("message_rejected", "554 5.7.1", "failed", "rejected"),
-        ("invalid_parameter", "554 5.6.0", "failed", "invalid"),
-    ],
-)
-def test_each_ses_v2_error_gets_its_reply_and_nothing_is_sent(
-    start_ses_proxy: StartProxy,
-    fake_aws: FakeAWS,
-    fault: str,
-    reply: str,
-    counter: str,
-    reason: str,
-) -> None:
-    proxy = start_ses_proxy(V2)
-    fake_aws.inject(fault)
-    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
-    assert f"{code} {text}".startswith(reply)
-    assert fake_aws.sent == []
-    assert proxy.metric(f"sesproxy_messages_{counter}_total", reason=reason) == 1
-    for leak in ("Exception", "Error", "arn:", "Traceback", "MessageRejected"):
-        assert leak not in text
-    code, _ = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
-    assert code == 250
-    assert "SendRawEmail" not in _actions(fake_aws)
-
-
-@pytest.mark.parametrize("fault", ["empty_message_id", "no_message_id"])
-def test_a_v2_success_without_a_message_id_is_a_451_never_a_250(
-    start_ses_proxy: StartProxy, fake_aws: FakeAWS, fault: str
-) -> None:
-    proxy = start_ses_proxy(V2)
-    fake_aws.inject(fault)
-    code, text = send(proxy.smtp_port, "noreply@example.com", ["a@example.net"], raw_message())
-    assert (code, text[:5]) == (451, "4.4.1")
-    assert proxy.metric("sesproxy_messages_sent_total") == 0
-    [malformed] = proxy.events("ses_answer_malformed")
-    assert "MessageId" in malformed["detail"]
 
 
 def test_v2_throttling_is_retried_by_pacing(start_ses_proxy: StartProxy, fake_aws: FakeAWS) -> None:
@@ -166,7 +73,7 @@ def test_v2_quota_and_rate_come_from_get_account(
     assert proxy.metric("sesproxy_ses_quota_sent_last_24h") == 123.0
     # rate.max_send_rate: auto takes SES's MaxSendRate.
     assert proxy.metric("sesproxy_rate_limit_recipients_per_second") == 10.0
-    assert _actions(fake_aws) == {"GetAccount"}
+    assert actions(fake_aws) == {"GetAccount"}
 
 
 def _message_of(size: int) -> bytes:

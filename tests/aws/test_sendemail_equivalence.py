@@ -9,17 +9,12 @@ so nothing leaves the process). The field names are checked against botocore's o
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import calendar
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.loaders import Loader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,85 +22,35 @@ from hypothesis import strategies as st
 from proxy.aws import payload, sendemail
 from proxy.aws.lean import SendOptions
 from proxy.aws.sendemail import SendEmail
+from tests.aws.stock import ENDPOINTS, Api, Botocore, offline
 from tests.aws.test_sendraw_equivalence import addresses, options
 from tests.properties import examples
 
 
-class _Captured(Exception):
-    def __init__(self, request: Any) -> None:
-        super().__init__("captured")
-        self.request = request
+def _params(
+    source: str, destinations: list[str], raw: bytes, options: SendOptions
+) -> dict[str, Any]:
+    # In the model's order, as the lean body has them.
+    params: dict[str, Any] = {"FromEmailAddress": source}
+    identity_arn = options.from_arn or options.source_arn
+    if identity_arn is not None:
+        params["FromEmailAddressIdentityArn"] = identity_arn
+    params["Destination"] = {"ToAddresses": destinations}
+    params["Content"] = {"Raw": {"Data": raw}}
+    if options.tags:
+        params["EmailTags"] = [{"Name": n, "Value": v} for n, v in options.tags]
+    if options.configuration_set is not None:
+        params["ConfigurationSetName"] = options.configuration_set
+    return params
 
 
-def _capture(request: Any, **_: Any) -> None:
-    raise _Captured(request)
-
-
-class Botocore:
-    """A stock `sesv2` client that never sends: the request is captured at before-send."""
-
-    def __init__(self, endpoint_url: str | None, token: str | None, region: str = "eu-west-3"):
-        self.loop = asyncio.new_event_loop()
-        self.session = get_session()
-        self.session.set_credentials("ASIAEXAMPLEKEY", "secret/Key+abc=", token)
-        self._context = self.session.create_client(
-            "sesv2",
-            region_name=region,
-            endpoint_url=endpoint_url,
-            config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
-        )
-        self.client = self.loop.run_until_complete(self._context.__aenter__())
-        self.client.meta.events.register("before-send.sesv2.SendEmail", _capture)
-        credentials = self.loop.run_until_complete(self.session.get_credentials())
-        assert credentials is not None
-        self.lean = SendEmail.for_client(self.client, credentials, True)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self._context.__aexit__(None, None, None))
-        self.loop.close()
-
-    def stock_request(self, params: dict[str, Any]) -> Any:
-        try:
-            self.loop.run_until_complete(self.client.send_email(**params))
-        except _Captured as captured:
-            return captured.request
-        raise AssertionError("before-send was not reached")
-
-    def compare(
-        self, source: str, destinations: list[str], raw: bytes, options: SendOptions | None
-    ) -> None:
-        options = options or SendOptions()
-        # In the model's order, as the lean body has them (botocore keeps the given order).
-        params: dict[str, Any] = {"FromEmailAddress": source}
-        identity_arn = options.from_arn or options.source_arn
-        if identity_arn is not None:
-            params["FromEmailAddressIdentityArn"] = identity_arn
-        params["Destination"] = {"ToAddresses": destinations}
-        params["Content"] = {"Raw": {"Data": raw}}
-        if options.tags:
-            params["EmailTags"] = [{"Name": n, "Value": v} for n, v in options.tags]
-        if options.configuration_set is not None:
-            params["ConfigurationSetName"] = options.configuration_set
-        stock = self.stock_request(params)
-        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in stock.headers.items()}
-        instant = calendar.timegm(time.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-        lean = self.loop.run_until_complete(
-            self.lean.build(source, destinations, raw, options, now=instant)
-        )
-        assert lean.url == stock.url
-        assert stock.method == "POST"
-        stock_body = stock.body.encode() if isinstance(stock.body, str) else stock.body
-        assert lean.body == stock_body
-        for name in ("Content-Type", "X-Amz-Date", "Authorization"):
-            assert lean.headers[name] == headers[name], name
-        assert lean.headers.get("X-Amz-Security-Token") == headers.get("X-Amz-Security-Token")
+SEND_EMAIL = Api("sesv2", "SendEmail", "send_email", SendEmail, _params)
 
 
 @pytest.fixture(params=["token+/=", None], ids=["session-token", "no-token"])
 def botocore_offline(request: pytest.FixtureRequest) -> Iterator[Botocore]:
-    offline = Botocore("http://127.0.0.1:9/", request.param)
-    yield offline
-    offline.close()
+    with offline(SEND_EMAIL, "http://127.0.0.1:9/", request.param) as botocore:
+        yield botocore
 
 
 @settings(
@@ -129,50 +74,33 @@ def test_body_and_signature_equal_botocores(
     botocore_offline.compare(source, destinations, raw, send_options)
 
 
-@pytest.mark.parametrize(
-    "endpoint",
-    [
-        "https://email.eu-west-3.amazonaws.com",
-        "https://EMAIL.eu-west-3.amazonaws.com:443",
-        "http://127.0.0.1:8080",
-        "http://[::1]:8080/",
-        "https://ses.internal.example:8443/prefix/./ses/",
-        "https://ses.internal.example/prefix",
-    ],
-)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_endpoint_hosts_and_paths_sign_like_botocore(endpoint: str) -> None:
-    offline = Botocore(endpoint, "token")
-    try:
-        offline.compare("noreply@example.com", ["a@example.net"], b"From: x\r\n\r\nhi\r\n", None)
-    finally:
-        offline.close()
+    with offline(SEND_EMAIL, endpoint, "token") as botocore:
+        botocore.compare(
+            "noreply@example.com", ["a@example.net"], b"From: x\r\n\r\nhi\r\n", SendOptions()
+        )
 
 
 def test_without_endpoint_url_it_posts_where_botocore_does() -> None:
-    offline = Botocore(None, "token", region="ap-southeast-2")
-    try:
-        offline.compare("noreply@example.com", ["a@example.net"], b"x", None)
+    with offline(SEND_EMAIL, None, "token", region="ap-southeast-2") as botocore:
+        botocore.compare("noreply@example.com", ["a@example.net"], b"x", SendOptions())
         assert (
-            offline.lean.url
+            botocore.lean.url
             == "https://email.ap-southeast-2.amazonaws.com/v2/email/outbound-emails"
         )
-        assert offline.lean.signer.service == "ses"
-    finally:
-        offline.close()
+        assert botocore.lean.signer.service == "ses"
 
 
 def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
-    offline = Botocore("http://127.0.0.1:9/", "token")
-    try:
+    with offline(SEND_EMAIL, "http://127.0.0.1:9/", "token") as botocore:
         raw = bytes(range(256)) * (2 * payload.THREAD_THRESHOLD // 256 + 7)
-        offline.compare(
+        botocore.compare(
             "noreply@example.com",
             ["a@example.net"],
             raw,
             SendOptions(configuration_set="tls-required", tags=(("run", "7"),)),
         )
-    finally:
-        offline.close()
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 786431, 786432, 786433, 2 * 786432 + 5])

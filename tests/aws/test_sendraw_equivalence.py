@@ -8,15 +8,10 @@ SES, which verifies each signature independently, and it records the same fields
 
 from __future__ import annotations
 
-import asyncio
-import calendar
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +19,7 @@ from proxy.aws import lean, payload, sendraw
 from proxy.aws.lean import SendOptions
 from proxy.aws.sendraw import SendRawEmail
 from tests.aws.paths import Paths
+from tests.aws.stock import ENDPOINTS, Api, Botocore, offline
 from tests.fakes.aws import FakeAWS
 from tests.properties import examples
 
@@ -50,86 +46,36 @@ options = st.builds(
 )
 
 
-class _Captured(Exception):
-    def __init__(self, request: Any) -> None:
-        super().__init__("captured")
-        self.request = request
+def _params(
+    source: str, destinations: list[str], raw: bytes, options: SendOptions
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "Source": source,
+        "Destinations": destinations,
+        "RawMessage": {"Data": raw},
+    }
+    # The members' order of the model's SendRawEmailRequest, as the lean form has them.
+    for key, value in (
+        ("FromArn", options.from_arn),
+        ("SourceArn", options.source_arn),
+        ("ReturnPathArn", options.return_path_arn),
+    ):
+        if value is not None:
+            params[key] = value
+    if options.tags:
+        params["Tags"] = [{"Name": name, "Value": value} for name, value in options.tags]
+    if options.configuration_set is not None:
+        params["ConfigurationSetName"] = options.configuration_set
+    return params
 
 
-class Botocore:
-    """A stock client that never sends: the request is captured at before-send."""
-
-    def __init__(self, endpoint_url: str, token: str | None) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.session = get_session()
-        self.session.set_credentials("ASIAEXAMPLEKEY", "secret/Key+abc=", token)
-        self._context = self.session.create_client(
-            "ses",
-            region_name="eu-west-3",
-            endpoint_url=endpoint_url,
-            config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
-        )
-        self.client = self.loop.run_until_complete(self._context.__aenter__())
-
-        def capture(request: Any, **_: Any) -> None:
-            raise _Captured(request)
-
-        self.client.meta.events.register("before-send.ses.SendRawEmail", capture)
-        credentials = self.loop.run_until_complete(self.session.get_credentials())
-        assert credentials is not None
-        self.lean = SendRawEmail.for_client(self.client, credentials, True)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self._context.__aexit__(None, None, None))
-        self.loop.close()
-
-    def stock_request(self, params: dict[str, Any]) -> Any:
-        try:
-            self.loop.run_until_complete(self.client.send_raw_email(**params))
-        except _Captured as captured:
-            return captured.request
-        raise AssertionError("before-send was not reached")
-
-    def compare(
-        self, source: str, destinations: list[str], raw: bytes, options: SendOptions
-    ) -> None:
-        params: dict[str, Any] = {
-            "Source": source,
-            "Destinations": destinations,
-            "RawMessage": {"Data": raw},
-        }
-        # botocore serializes the parameters in the order they are given: here the
-        # members' order of the model's SendRawEmailRequest, as the lean form has them.
-        for key, value in (
-            ("FromArn", options.from_arn),
-            ("SourceArn", options.source_arn),
-            ("ReturnPathArn", options.return_path_arn),
-        ):
-            if value is not None:
-                params[key] = value
-        if options.tags:
-            params["Tags"] = [{"Name": name, "Value": value} for name, value in options.tags]
-        if options.configuration_set is not None:
-            params["ConfigurationSetName"] = options.configuration_set
-        stock = self.stock_request(params)
-        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in stock.headers.items()}
-        instant = calendar.timegm(time.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-        lean = self.loop.run_until_complete(
-            self.lean.build(source, destinations, raw, options, now=instant)
-        )
-        assert lean.url == stock.url
-        stock_body = stock.body.encode() if isinstance(stock.body, str) else stock.body
-        assert lean.body == stock_body
-        for name in ("Content-Type", "X-Amz-Date", "Authorization"):
-            assert lean.headers[name] == headers[name], name
-        assert lean.headers.get("X-Amz-Security-Token") == headers.get("X-Amz-Security-Token")
+SEND_RAW_EMAIL = Api("ses", "SendRawEmail", "send_raw_email", SendRawEmail, _params)
 
 
 @pytest.fixture(params=["token+/=", None], ids=["session-token", "no-token"])
 def botocore_offline(request: pytest.FixtureRequest) -> Iterator[Botocore]:
-    offline = Botocore("http://127.0.0.1:9/", request.param)
-    yield offline
-    offline.close()
+    with offline(SEND_RAW_EMAIL, "http://127.0.0.1:9/", request.param) as botocore:
+        yield botocore
 
 
 @settings(
@@ -153,38 +99,23 @@ def test_body_and_signature_equal_botocores(
     botocore_offline.compare(source, destinations, raw, send_options)
 
 
-@pytest.mark.parametrize(
-    "endpoint",
-    [
-        "https://email.eu-west-3.amazonaws.com",
-        "https://EMAIL.eu-west-3.amazonaws.com:443",
-        "http://127.0.0.1:8080",
-        "http://[::1]:8080/",
-        "https://ses.internal.example:8443/prefix/./ses/",
-    ],
-)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_endpoint_hosts_and_paths_sign_like_botocore(endpoint: str) -> None:
-    offline = Botocore(endpoint, "token")
-    try:
-        offline.compare(
+    with offline(SEND_RAW_EMAIL, endpoint, "token") as botocore:
+        botocore.compare(
             "noreply@example.com", ["a@example.net"], b"From: x\r\n\r\nhi\r\n", SendOptions()
         )
-    finally:
-        offline.close()
 
 
 def test_a_message_over_the_thread_threshold_is_the_same_request() -> None:
-    offline = Botocore("http://127.0.0.1:9/", "token")
-    try:
+    with offline(SEND_RAW_EMAIL, "http://127.0.0.1:9/", "token") as botocore:
         raw = bytes(range(256)) * (payload.THREAD_THRESHOLD // 256 + 7)
-        offline.compare(
+        botocore.compare(
             "noreply@example.com",
             ["a@example.net"],
             raw,
             SendOptions(configuration_set="tls-required", tags=(("campaign", "spring"),)),
         )
-    finally:
-        offline.close()
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 786431, 786432, 786433, 2 * 786432 + 5])
@@ -195,38 +126,9 @@ def test_sliced_encoding_equals_one_pass(size: int) -> None:
 
 
 def test_the_endpoint_is_the_one_botocore_resolves_without_endpoint_url() -> None:
-    # No endpoint_url: the region's endpoint, as the stock client would call it.
-    offline = Botocore.__new__(Botocore)
-    loop = asyncio.new_event_loop()
-    try:
-        session = get_session()
-        session.set_credentials("ASIAEXAMPLEKEY", "secret", "token")
-
-        async def urls() -> tuple[str, str]:
-            async with session.create_client("ses", region_name="ap-southeast-2") as client:
-                captured: list[str] = []
-
-                def capture(request: Any, **_: Any) -> None:
-                    captured.append(request.url)
-                    raise _Captured(request)
-
-                client.meta.events.register("before-send.ses.SendRawEmail", capture)
-                with pytest.raises(_Captured):
-                    await client.send_raw_email(
-                        Source="a@example.com",
-                        Destinations=["b@example.net"],
-                        RawMessage={"Data": b"x"},
-                    )
-                credentials = await session.get_credentials()
-                assert credentials is not None
-                lean = SendRawEmail.for_client(client, credentials, False)
-                return captured[0], lean.url
-
-        stock_url, lean_url = loop.run_until_complete(urls())
-    finally:
-        loop.close()
-    del offline
-    assert lean_url == stock_url == "https://email.ap-southeast-2.amazonaws.com/"
+    with offline(SEND_RAW_EMAIL, None, "token", region="ap-southeast-2") as botocore:
+        botocore.compare("a@example.com", ["b@example.net"], b"x", SendOptions())
+        assert botocore.lean.url == "https://email.ap-southeast-2.amazonaws.com/"
 
 
 def test_plain_http_is_refused_unless_allowed() -> None:
