@@ -55,17 +55,12 @@ class Signer:
         self.content_type = content_type
         self.host = _host_header(url)
         self.canonical_path = quote(normalize_url_path(parts.path or "/"), safe="/~")
-        self._keys: dict[tuple[str, str], bytes] = {}
 
     def _key(self, secret: str, date: str) -> bytes:
-        cached = self._keys.get((secret, date))
-        if cached is None:
-            key = _hmac(f"AWS4{secret}".encode(), date)
-            key = _hmac(key, self.region)
-            key = _hmac(key, self.service)
-            cached = _hmac(key, "aws4_request")
-            self._keys = {(secret, date): cached}  # one credential and day at a time
-        return cached
+        key = _hmac(f"AWS4{secret}".encode(), date)
+        key = _hmac(key, self.region)
+        key = _hmac(key, self.service)
+        return _hmac(key, "aws4_request")
 
     def headers(self, frozen: Frozen, payload_sha256: str, now: float) -> dict[str, str]:
         amz_date = time.strftime(_TIMESTAMP, time.gmtime(now))
