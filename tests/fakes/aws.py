@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -260,8 +261,10 @@ def _members(params: dict[str, str], prefix: str) -> list[str]:
 class FakeAWS(BackgroundServer):
     """SES v1 + STS, answering like the real services. See the module docstring."""
 
-    def __init__(self, region: str = "eu-west-3", port: int = 0) -> None:
-        super().__init__(port)
+    def __init__(
+        self, region: str = "eu-west-3", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(port, tls)
         self.region = region
         self.account_id = ACCOUNT_ID
         # Settable account state (plain attributes; the server reads them under the lock).

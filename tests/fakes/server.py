@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from types import TracebackType
 from typing import Self
@@ -22,8 +23,9 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 class BackgroundServer:
     """Subclasses provide `_make_app`; this class owns the thread, loop and socket."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self._port = port
+        self._tls = tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -40,7 +42,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         if self._thread is not None:
@@ -58,7 +60,7 @@ class BackgroundServer:
             # No access log: requests carry signatures and tokens in headers.
             runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=1.0)
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self._tls).start()
             self._runner = runner
 
         def run() -> None:
