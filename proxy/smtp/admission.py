@@ -14,6 +14,8 @@ from proxy import policy
 from proxy.clients import Client, client_networks
 from proxy.settings import SmtpSettings
 
+_ADMITTED_MAX = 4096
+
 
 class Admission:
     def __init__(self, settings: SmtpSettings, clients: Sequence[Client]) -> None:
@@ -21,19 +23,29 @@ class Admission:
         self._clients = tuple(clients)
         self._open = 0
         self._per_address: dict[str, int] = {}
+        # Decided once per address: the networks change only with a reload, and an
+        # application connects again and again from the same one. Bounded.
+        self._admitted: dict[str, bool] = {}
 
     def reconfigure(self, settings: SmtpSettings, clients: Sequence[Client]) -> None:
         """New networks and caps; the slots already taken stay taken."""
         self._settings = settings
         self._clients = tuple(clients)
+        self._admitted.clear()
 
     def admits(self, peer: Any) -> bool:
         if not isinstance(peer, tuple) or not peer:
             return False
         host = str(peer[0])
-        return policy.client_admitted(
-            self._settings.allowed_networks, host
-        ) or policy.client_admitted(client_networks(self._clients), host)
+        decision = self._admitted.get(host)
+        if decision is None:
+            if len(self._admitted) >= _ADMITTED_MAX:
+                self._admitted.clear()
+            decision = policy.client_admitted(
+                self._settings.allowed_networks, host
+            ) or policy.client_admitted(client_networks(self._clients), host)
+            self._admitted[host] = decision
+        return decision
 
     def full_for(self, host: str) -> bool:
         """No slot left: for anyone, or for this address."""

@@ -249,6 +249,7 @@ class RelaySession(SMTP):
         self.in_data = False
         self._hangup_pending = False
         self._holds_slot = False
+        self._held_lines: list[str] = []
 
     @staticmethod
     def _init_smtp(
@@ -439,6 +440,14 @@ class RelaySession(SMTP):
         enhanced = _ENHANCED_DEFAULTS.get(reply[:3]) if reply[3:4] == " " else None
         if enhanced is not None and not _HAS_ENHANCED.match(reply, 4):
             reply = f"{reply[:3]} {enhanced} {reply[4:]}"
+        if reply[3:4] == "-":
+            # A line of a multi-line reply (EHLO's) waits for the last line, so that
+            # the reply goes out in one write: one send, not five.
+            self._held_lines.append(reply)
+            return
+        if self._held_lines:
+            reply = "\r\n".join([*self._held_lines, reply])
+            self._held_lines.clear()
         # aiosmtpd's push without its debug line (mail.log logs nothing below WARNING
         # here) and its second coroutine: several per message.
         self._writer.write(f"{reply}\r\n".encode("ascii"))

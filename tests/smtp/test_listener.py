@@ -16,6 +16,7 @@ import aiosmtplib
 import pytest
 import trustme
 
+from proxy import policy
 from proxy.settings import SmtpSettings
 from proxy.smtp.admission import Admission
 from tests.conftest import StartProxy
@@ -78,6 +79,17 @@ def test_admission_by_network(peer: object, admitted: bool) -> None:
         {"allowed_networks": ["127.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"]}
     )
     assert Admission(settings, ()).admits(peer) is admitted
+
+
+def test_admission_remembered_per_address_stays_the_policys_answer() -> None:
+    # Decisions are kept per address (bounded): asked again, and past the bound,
+    # each answer is still what the policy says for that address.
+    settings = SmtpSettings.model_validate({"allowed_networks": ["10.1.0.0/16"]})
+    admission = Admission(settings, ())
+    hosts = [f"10.{1 + n % 2}.{n // 256 % 256}.{n % 256}" for n in range(2 * 4096 + 7)]
+    for host in hosts + hosts[:100] + hosts[-100:]:
+        expected = policy.client_admitted(settings.allowed_networks, host)
+        assert admission.admits((host, 25)) is expected
 
 
 def test_connections_beyond_the_limit_get_421(start_outbox_proxy: StartProxy) -> None:

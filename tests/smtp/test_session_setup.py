@@ -156,6 +156,7 @@ def _reference(
     session.in_data = False
     session._hangup_pending = False
     session._holds_slot = False
+    session._held_lines = []
     return session
 
 
@@ -241,8 +242,9 @@ async def test_the_check_finds_a_dict_added_by_smtp_init(monkeypatch: pytest.Mon
 
 async def test_the_check_follows_state_into_what_a_session_holds() -> None:
     first, second = _two_sessions(False, False)
+    inner: list[str] = []
+    first._held_lines = second._held_lines = inner
     first.envelope = Envelope()
     second.envelope = Envelope()
-    first.envelope.mail_options = second.envelope.mail_options = []
     first.envelope.rcpt_tos = second.envelope.rcpt_tos = []
-    assert shared_state(first, second) == ["envelope.mail_options", "envelope.rcpt_tos"]
+    assert shared_state(first, second) == ["_held_lines", "envelope.rcpt_tos"]
