@@ -2,7 +2,8 @@
 
     handler ──▶ PacedDelivery.send ──▶ (quota spent? 451 at once)
                       │                 budget.reserve (local.py | redis.py; bucket.py math)
-                      │                 sleep once until the slot (on a 5 ms grid), or 451
+                      │                 sleep once until the slot (on a 5 ms grid when
+                      │                 others wait too), or 451
                       │                 beyond max_wait
                       └──────────────▶ inner.send ──▶ SES
                                         Throttling (rate): AIMD cut, back off, retry in budget
@@ -46,14 +47,15 @@ BACKOFF_MAX_SECONDS = 4.0
 # With the daily quota spent and no fresh GetSendQuota answer for this long (denied,
 # failing), let one message ask SES itself rather than defer everything forever.
 QUOTA_PROBE_AFTER_SECONDS = 60.0
-# Messages that wait for their slots wake on a grid of this step, not each at its own:
-# at the rate SES allows, the slots of waiting messages are a fraction of a millisecond
-# apart, and a wake-up per message (its SES request written, the answer read, the reply
-# sent, each in a loop turn of its own) costs far more CPU per message than one wake-up
-# for the messages of a step (docs/performance.md). A message never goes before its
-# slot, and at most one step after it; what goes at once is at most the rate times one
-# step (0.5 % of the second's worth SES's bucket holds), and only while the bucket is
-# short (no message waits otherwise), so no refill is lost at the bucket's cap.
+# Messages that wait for their slots while others wait too wake on a grid of this step,
+# not each at its own: at the rate SES allows, the slots of waiting messages are a
+# fraction of a millisecond apart, and a wake-up per message (its SES request written,
+# the answer read, the reply sent, each in a loop turn of its own) costs far more CPU
+# per message than one wake-up for the messages of a step (docs/performance.md). A
+# message never goes before its slot, and at most one step after it; what goes at once
+# is at most the rate times one step (0.5 % of the second's worth SES's bucket holds),
+# and only while the bucket is short (no message waits otherwise), so no refill is lost
+# at the bucket's cap. A message waiting alone wakes at its slot (PacedDelivery.send).
 WAKE_STEP_SECONDS = 0.005
 
 
@@ -127,6 +129,7 @@ class PacedDelivery:
         self._aimd = Aimd()
         self._base: BaseRate | None = None
         self._blocked: _QuotaBlock | None = None
+        self._waiting = 0  # messages asleep until their slots
 
     async def start(self) -> None:
         await self._inner.start()
@@ -188,7 +191,15 @@ class PacedDelivery:
                         raise self._rate_error(recipients, own, envelope.client)
                     wait = max(wait, own_wait)
                 if wait > 0:
-                    await self._sleep(wake_after(self._clock(), wait))
+                    # Alone, a message wakes at its slot: a client sending one message
+                    # at a time is not held a step for nobody's sake.
+                    if self._waiting:
+                        wait = wake_after(self._clock(), wait)
+                    self._waiting += 1
+                    try:
+                        await self._sleep(wait)
+                    finally:
+                        self._waiting -= 1
                 waited = self._clock() - started
                 try:
                     return await self._inner.send(envelope, raw)
