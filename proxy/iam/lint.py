@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy.addresses import string_like
+
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
 # ses:SendEmail is SES v2's SendEmail, which `ses.api: v2` sends raw messages with.
@@ -125,13 +127,8 @@ def _grants_sending(statement: Mapping[str, Any]) -> bool:
     if "NotAction" in statement:
         return True
     actions = [str(a) for a in _as_list(statement.get("Action", []))]
-    return any(_action_pattern(a).fullmatch(send) for a in actions for send in SEND_ACTIONS)
-
-
-def _action_pattern(action: str) -> re.Pattern[str]:
-    """An IAM action with its wildcards (`*`, `?`; no other), matched case-insensitively."""
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in action)
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+    # IAM reads an action's wildcards as StringLike does (`*`, `?`, case-insensitive).
+    return any(string_like(a, send) for a in actions for send in SEND_ACTIONS)
 
 
 def check_document(document: Any) -> list[Finding]:
