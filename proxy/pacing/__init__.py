@@ -2,9 +2,8 @@
 
     handler ──▶ PacedDelivery.send ──▶ (quota spent? 451 at once)
                       │                 budget.reserve (local.py | redis.py; bucket.py math)
-                      │                 sleep once until the slot (on a 5 ms grid when
-                      │                 others wait too), or 451
-                      │                 beyond max_wait
+                      │                 sleep once until the slot (a 5 ms grid when others
+                      │                 wait too), or 451 beyond max_wait
                       └──────────────▶ inner.send ──▶ SES
                                         Throttling (rate): AIMD cut, back off, retry in budget
                                         Throttling (daily quota): stop calling SES

@@ -16,7 +16,7 @@ credential. With `--tls-cert` and `--tls-key` it also serves HTTPS on a second p
 first line it prints: "listening PORT tls PORT"), for SES over TLS as in production;
 control and credentials stay on plain HTTP (botocore takes a container credential
 from plain HTTP on loopback).
-Run: python -m tests.bench.fake_ses --port P --key-id K --secret S --token T
+Run: python -m tests.bench.fake_ses --port P --key-id K --secret S --token T --max-send-rate R
 """
 
 from __future__ import annotations
@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--token", default=None)
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    # SES's MaxSendRate (recipients/s): the relay paces to it. The default never paces.
-    parser.add_argument("--max-send-rate", type=float, default=1e6)
+    # SES's MaxSendRate (recipients/s), which the relay paces to: run.py's --max-send-rate.
+    parser.add_argument("--max-send-rate", type=float, required=True)
     parser.add_argument("--tls-cert", help="also serve HTTPS, with this certificate chain")
     parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
